@@ -1,0 +1,168 @@
+// Package backends defines the Backend interface that the driver consumes to
+// run a job's containers, the job description that backends receive, and the
+// registry through which the driver finds a backend by name.
+package backends
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+)
+
+// Backend runs one CI job's environment on a container engine. Every stage
+// of the runner protocol is a separate process, so a Backend keeps no state
+// between calls: it finds what an earlier stage made by name and label.
+type Backend interface {
+	// Prepare creates the job's network, service containers and job
+	// containers, pulls their images and waits for the services.
+	//
+	// It is safe to re-run after a partial failure (the runner retries
+	// prepare): it first removes whatever an earlier attempt for the same job
+	// left. It honours ctx: when ctx is canceled it stops and returns an error
+	// wrapping ctx.Err(), leaving what it made for Cleanup to find.
+	Prepare(ctx context.Context, job *Job) error
+
+	// Run executes stage.Script in the job's environment with the stage's
+	// output streamed to stage.Stdout and stage.Stderr, and returns the
+	// script's exit code. A non-zero code is the script's own failure; err is
+	// only for infrastructure trouble.
+	//
+	// When ctx is canceled it stops the script's processes in the container
+	// before returning an error wrapping ctx.Err(). It returns an error when
+	// the job's environment is gone (for example, Prepare never ran).
+	Run(ctx context.Context, job *Job, stage Stage) (exitCode int, err error)
+
+	// Cleanup removes everything the backend created for job, found by the
+	// labels it set. It is idempotent: resources already gone, or already
+	// being removed, count as removed. Callers give it a fresh context with
+	// its own deadline, never the canceled job context. It keeps going past
+	// failures and returns them joined.
+	Cleanup(ctx context.Context, job *Job) error
+}
+
+// Describer is an optional capability: a backend that can say which engine
+// it talks to, for the job log.
+type Describer interface {
+	// Describe returns a short human description such as "Docker 20.10.24".
+	// It honours ctx.
+	Describe(ctx context.Context) (string, error)
+}
+
+// Stage is one `run` call of the runner protocol.
+type Stage struct {
+	Name   string
+	Script []byte
+	// Helper is true for stages that the docker executor runs in its helper
+	// container (sources, cache, artifacts).
+	Helper bool
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Job describes what a backend must create. The driver builds it from the
+// job response and the admin's policy; backends never read the job's
+// environment themselves.
+type Job struct {
+	ID          int64
+	ProjectID   int64
+	ProjectPath string
+	Runner      string
+	Backend     string
+
+	Image    Image
+	Services []Service
+	// PullPolicies are tried in order until one yields the image.
+	PullPolicies []string
+	// Credentials are registry logins, most specific first.
+	Credentials []Credential
+
+	// Env holds the job's variables as KEY=VALUE, for the job and service
+	// containers (the runner's scripts export them again).
+	Env []string
+
+	// BuildsDir is this job's host directory, mounted at the same path.
+	BuildsDir string
+	// CacheDir is this project's host cache directory, mounted at the same
+	// path.
+	CacheDir string
+
+	// DebugServices streams service logs into the job log.
+	DebugServices bool
+
+	// Created is when the job's first prepare started.
+	Created time.Time
+}
+
+// Image is a container image with the job's entrypoint override.
+type Image struct {
+	Name string
+	// Entrypoint overrides the image's entrypoint; nil keeps it and [""]
+	// clears it, as with the docker executor.
+	Entrypoint []string
+	// Command overrides the image's command (services only).
+	Command []string
+}
+
+// Service is one entry of the job's `services:`.
+type Service struct {
+	Image
+	// Aliases are the hostnames the service is reachable by, the job's own
+	// aliases first and the names derived from the image after them.
+	Aliases []string
+	// Env holds the service's own variables as KEY=VALUE; they follow the
+	// job's Env and override it.
+	Env []string
+}
+
+// Credential is a registry login.
+type Credential struct {
+	Registry string
+	Username string
+	Password string
+}
+
+// Label keys set on every resource berth creates. Cleanup selects by
+// LabelRunner and LabelJobID, whose values come from trusted job data.
+const (
+	LabelPrefix    = "berth."
+	LabelJobID     = "berth.job.id"
+	LabelProjectID = "berth.project.id"
+	LabelProject   = "berth.project.path"
+	LabelRunner    = "berth.runner"
+	LabelCreated   = "berth.created"
+	LabelRole      = "berth.role"
+	LabelBackend   = "berth.backend"
+	LabelAlias     = "berth.service.alias"
+)
+
+// Name is the prefix of every resource of the job, unique per runner
+// registration and job.
+func (j *Job) Name() string { return JobName(j.Runner, j.ID) }
+
+// JobName is the resource-name prefix of a job.
+func JobName(runner string, jobID int64) string {
+	return fmt.Sprintf("berth-%s-%d", runner, jobID)
+}
+
+// Labels returns the labels of a job resource with the given role.
+func (j *Job) Labels(role string) map[string]string {
+	return map[string]string{
+		LabelJobID:     strconv.FormatInt(j.ID, 10),
+		LabelProjectID: strconv.FormatInt(j.ProjectID, 10),
+		LabelProject:   j.ProjectPath,
+		LabelRunner:    j.Runner,
+		LabelCreated:   j.Created.UTC().Format(time.RFC3339),
+		LabelRole:      role,
+		LabelBackend:   j.Backend,
+	}
+}
+
+// Selector returns the labels that select every resource of the job.
+func (j *Job) Selector() map[string]string {
+	return map[string]string{
+		LabelRunner: j.Runner,
+		LabelJobID:  strconv.FormatInt(j.ID, 10),
+	}
+}

@@ -1,0 +1,127 @@
+// Package dockerengine is the Docker Engine code that the socket and dind
+// backends share: the per-job network, the job, helper and service
+// containers, image pulls, stage execution and cleanup by label.
+package dockerengine
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/config"
+)
+
+// API is the part of the Docker client that berth uses. Tests put fakes
+// behind it to inject engine failures.
+type API interface {
+	ServerVersion(ctx context.Context) (types.Version, error)
+	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
+	ImagePull(ctx context.Context, ref string, options image.PullOptions) (io.ReadCloser, error)
+	NetworkCreate(ctx context.Context, name string, options network.CreateOptions) (network.CreateResponse, error)
+	NetworkList(ctx context.Context, options network.ListOptions) ([]network.Summary, error)
+	NetworkRemove(ctx context.Context, networkID string) error
+	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
+	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
+	ContainerAttach(ctx context.Context, containerID string, options container.AttachOptions) (types.HijackedResponse, error)
+	ContainerWait(ctx context.Context, containerID string, condition container.WaitCondition) (<-chan container.WaitResponse, <-chan error)
+	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerStop(ctx context.Context, containerID string, options container.StopOptions) error
+	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
+	VolumeCreate(ctx context.Context, options volume.CreateOptions) (volume.Volume, error)
+	VolumeList(ctx context.Context, options volume.ListOptions) (volume.ListResponse, error)
+	VolumeRemove(ctx context.Context, volumeID string, force bool) error
+}
+
+// Options are what a backend adds to the shared job setup.
+type Options struct {
+	// JobBinds are extra "host:container[:mode]" binds of the job container,
+	// such as the Docker socket.
+	JobBinds []string
+	// JobEnv are extra KEY=VALUE variables of the job container. The job's
+	// own variables come later, so the job can override them.
+	JobEnv []string
+}
+
+// Engine creates and runs a job's containers on one Docker daemon.
+type Engine struct {
+	api    API
+	cfg    config.Docker
+	limits config.Limits
+	mounts []config.Mount
+	opts   Options
+	log    logrus.FieldLogger
+}
+
+// NewClient connects lazily to the daemon at host ("" means $DOCKER_HOST or
+// the default socket), negotiating the API version on first use.
+func NewClient(host string) (*client.Client, error) {
+	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if host != "" {
+		opts = append(opts, client.WithHost(host))
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %q: %w; fix docker.host in the berth config", host, err)
+	}
+	return cli, nil
+}
+
+// New returns an Engine that uses api with the admin's Docker settings.
+func New(api API, cfg config.Docker, opts Options, log logrus.FieldLogger) (*Engine, error) {
+	limits, err := cfg.Limits()
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := cfg.Mounts()
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{api: api, cfg: cfg, limits: limits, mounts: mounts, opts: opts, log: log}, nil
+}
+
+// Describe returns the daemon's version for the job log.
+func (e *Engine) Describe(ctx context.Context) (string, error) {
+	v, err := e.api.ServerVersion(ctx)
+	if err != nil {
+		return "", fmt.Errorf("query docker version: %w", err)
+	}
+	return fmt.Sprintf("Docker %s, API %s", v.Version, v.APIVersion), nil
+}
+
+// Container roles, stored in the berth.role label.
+const (
+	RoleNetwork = "network"
+	RoleBuild   = "build"
+	RoleHelper  = "helper"
+	RoleService = "service"
+	RoleVolume  = "volume"
+)
+
+func networkName(job *backends.Job) string         { return job.Name() }
+func buildContainerName(job *backends.Job) string  { return job.Name() + "-build" }
+func helperContainerName(job *backends.Job) string { return job.Name() + "-helper" }
+func serviceContainerName(job *backends.Job, i int) string {
+	return fmt.Sprintf("%s-svc-%d", job.Name(), i)
+}
+func volumeName(job *backends.Job, i int) string { return fmt.Sprintf("%s-vol-%d", job.Name(), i) }
+
+func selectorFilter(job *backends.Job) filters.Args {
+	args := filters.NewArgs()
+	for k, v := range job.Selector() {
+		args.Add("label", k+"="+v)
+	}
+	return args
+}

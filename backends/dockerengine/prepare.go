@@ -1,0 +1,244 @@
+package dockerengine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/berthci/berth/backends"
+)
+
+// runnerBinaryPath is where the gitlab-runner binary is mounted, ahead of any
+// copy the image has on PATH.
+const runnerBinaryPath = "/usr/local/bin/gitlab-runner"
+
+// detectShell is the docker executor's shell detection: the stage script
+// arrives on stdin of the first shell found.
+const detectShell = `if [ -x /usr/local/bin/bash ]; then
+	exec /usr/local/bin/bash 
+elif [ -x /usr/bin/bash ]; then
+	exec /usr/bin/bash 
+elif [ -x /bin/bash ]; then
+	exec /bin/bash 
+elif [ -x /usr/local/bin/sh ]; then
+	exec /usr/local/bin/sh 
+elif [ -x /usr/bin/sh ]; then
+	exec /usr/bin/sh 
+elif [ -x /bin/sh ]; then
+	exec /bin/sh 
+elif [ -x /busybox/sh ]; then
+	exec /busybox/sh 
+else
+	echo shell not found
+	exit 1
+fi
+
+`
+
+// Prepare creates the job's network, services and (stopped) job and helper
+// containers. See [backends.Backend.Prepare].
+func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
+	if err := e.Cleanup(ctx, job); err != nil {
+		return fmt.Errorf("remove what an earlier prepare of this job left: %w", err)
+	}
+	for _, dir := range []string{job.BuildsDir, job.CacheDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create host directory: %w; check builds_dir and cache_dir in the berth config", err)
+		}
+	}
+	runnerBinary, err := e.runnerBinary()
+	if err != nil {
+		return err
+	}
+
+	images, err := e.pullAll(ctx, job)
+	if err != nil {
+		return err
+	}
+
+	netName := networkName(job)
+	opts := map[string]string{}
+	if e.cfg.NetworkMTU > 0 {
+		opts["com.docker.network.driver.mtu"] = fmt.Sprint(e.cfg.NetworkMTU)
+	}
+	if _, err := e.api.NetworkCreate(ctx, netName, network.CreateOptions{
+		Driver:  "bridge",
+		Options: opts,
+		Labels:  job.Labels(RoleNetwork),
+	}); err != nil {
+		return fmt.Errorf("create job network %q: %w", netName, err)
+	}
+
+	volumes, err := e.createVolumes(ctx, job)
+	if err != nil {
+		return err
+	}
+
+	if err := e.startServices(ctx, job, images); err != nil {
+		return err
+	}
+
+	if e.cfg.UseHelper {
+		if err := e.createStageContainer(ctx, job, RoleHelper, runnerBinary, volumes); err != nil {
+			return err
+		}
+		runnerBinary = ""
+	}
+	return e.createStageContainer(ctx, job, RoleBuild, runnerBinary, volumes)
+}
+
+// runnerBinary resolves the host's gitlab-runner binary to mount, or "" for
+// none.
+func (e *Engine) runnerBinary() (string, error) {
+	name := e.cfg.RunnerBinary
+	if name == "" {
+		return "", nil
+	}
+	path := name
+	if !strings.Contains(name, "/") {
+		found, err := exec.LookPath(name)
+		if err != nil {
+			return "", fmt.Errorf("docker.runner_binary %q is not on the host's PATH: install gitlab-runner, set runner_binary to its full path, or set it to \"\" when the helper image has its own", name)
+		}
+		path = found
+	}
+	path, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("docker.runner_binary %q: %w; fix the path in the berth config", name, err)
+	}
+	return path, nil
+}
+
+// pullAll makes the job, helper and service images available, in parallel.
+func (e *Engine) pullAll(ctx context.Context, job *backends.Job) (map[string]image.InspectResponse, error) {
+	names := []string{job.Image.Name}
+	if e.cfg.UseHelper {
+		names = append(names, e.cfg.HelperImage)
+	}
+	for _, s := range job.Services {
+		names = append(names, s.Name)
+	}
+	results := make([]image.InspectResponse, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	seen := map[string]int{}
+	for i, name := range names {
+		if _, dup := seen[name]; dup {
+			continue
+		}
+		seen[name] = i
+		g.Go(func() error {
+			inspect, err := e.ensureImage(gctx, job, name)
+			results[i] = inspect
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	images := map[string]image.InspectResponse{}
+	for name, i := range seen {
+		images[name] = results[i]
+	}
+	return images, nil
+}
+
+// createVolumes makes the per-job volumes for the admin's anonymous volumes
+// and returns the binds of all admin volumes.
+func (e *Engine) createVolumes(ctx context.Context, job *backends.Job) ([]string, error) {
+	var binds []string
+	for i, m := range e.mounts {
+		source := m.Source
+		if source == "" {
+			source = volumeName(job, i)
+			if _, err := e.api.VolumeCreate(ctx, volume.CreateOptions{Name: source, Labels: job.Labels(RoleVolume)}); err != nil {
+				return nil, fmt.Errorf("create job volume %q: %w", source, err)
+			}
+		}
+		bind := source + ":" + m.Target
+		if m.ReadOnly {
+			bind += ":ro"
+		}
+		binds = append(binds, bind)
+	}
+	return binds, nil
+}
+
+// createStageContainer creates the stopped container that stage scripts of
+// the given role run in, one `start` per stage as the docker executor does.
+func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, role, runnerBinary string, volumes []string) error {
+	name, img, entrypoint := buildContainerName(job), job.Image.Name, job.Image.Entrypoint
+	if role == RoleHelper {
+		name, img, entrypoint = helperContainerName(job), e.cfg.HelperImage, nil
+	}
+	binds := []string{
+		job.BuildsDir + ":" + job.BuildsDir,
+		job.CacheDir + ":" + job.CacheDir,
+	}
+	binds = append(binds, volumes...)
+	if runnerBinary != "" {
+		binds = append(binds, runnerBinary+":"+runnerBinaryPath+":ro")
+	}
+	var env []string
+	if role == RoleBuild {
+		binds = append(binds, e.opts.JobBinds...)
+		env = append(env, e.opts.JobEnv...)
+	}
+	env = append(env, job.Env...)
+
+	cfg := &container.Config{
+		Image:        img,
+		Hostname:     job.Name(),
+		Env:          env,
+		Cmd:          []string{"sh", "-c", detectShell},
+		Entrypoint:   entrypoint,
+		Labels:       job.Labels(role),
+		OpenStdin:    true,
+		StdinOnce:    true,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+	}
+	if role == RoleBuild {
+		cfg.User = e.cfg.User
+	}
+	hc := e.hostConfig(job)
+	hc.Binds = binds
+	l := e.limits
+	hc.Resources = container.Resources{
+		Memory:     l.Memory,
+		MemorySwap: l.MemorySwap,
+		NanoCPUs:   l.NanoCPUs,
+		Ulimits:    l.Ulimits,
+	}
+	if l.PidsLimit > 0 {
+		hc.PidsLimit = &l.PidsLimit
+	}
+	hc.ShmSize = l.ShmSize
+	hc.CapAdd = e.cfg.CapAdd
+	hc.CapDrop = e.cfg.CapDrop
+	hc.SecurityOpt = e.cfg.SecurityOpt
+	if _, err := e.api.ContainerCreate(ctx, cfg, hc, nil, nil, name); err != nil {
+		return fmt.Errorf("create %s container %q from image %q: %w", role, name, img, err)
+	}
+	return nil
+}
+
+// hostConfig is what every container of the job shares: the job network and
+// the admin's name resolution settings.
+func (e *Engine) hostConfig(job *backends.Job) *container.HostConfig {
+	return &container.HostConfig{
+		NetworkMode: container.NetworkMode(networkName(job)),
+		DNS:         e.cfg.DNS,
+		DNSSearch:   e.cfg.DNSSearch,
+		ExtraHosts:  e.cfg.ExtraHosts,
+	}
+}

@@ -1,0 +1,140 @@
+package dockerengine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/berthci/berth/backends"
+)
+
+// Run starts the stage's container with the script on its shell's stdin and
+// streams its output, as the docker executor does. See
+// [backends.Backend.Run].
+func (e *Engine) Run(ctx context.Context, job *backends.Job, stage backends.Stage) (int, error) {
+	name := buildContainerName(job)
+	if stage.Helper && e.cfg.UseHelper {
+		name = helperContainerName(job)
+	}
+	if job.DebugServices {
+		stop := e.followServiceLogs(job, stage.Stderr)
+		defer stop()
+	}
+
+	attach, err := e.api.ContainerAttach(ctx, name, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return 0, fmt.Errorf("container %q of this job is gone: prepare did not finish or cleanup already ran: %w", name, err)
+		}
+		return 0, fmt.Errorf("attach to %q: %w", name, err)
+	}
+	defer attach.Close()
+
+	waitCh, waitErrCh := e.api.ContainerWait(ctx, name, container.WaitConditionNextExit)
+	if err := e.api.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
+		return 0, fmt.Errorf("start %q for stage %s: %w", name, stage.Name, err)
+	}
+
+	outputDone := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(stage.Stdout, stage.Stderr, attach.Reader)
+		outputDone <- err
+	}()
+	go func() {
+		// The shell reads the script to EOF; closing our side ends its stdin.
+		_, _ = attach.Conn.Write(stage.Script)
+		_ = attach.CloseWrite()
+	}()
+
+	select {
+	case res := <-waitCh:
+		// The attach stream ends when the container does; drain what is left.
+		select {
+		case <-outputDone:
+		case <-time.After(5 * time.Second):
+			e.log.Warn("the stage's output stream did not end after its container exited; some output may be missing")
+		}
+		if res.Error != nil && res.Error.Message != "" {
+			return 0, fmt.Errorf("wait for %q: %s", name, res.Error.Message)
+		}
+		return int(res.StatusCode), nil
+	case err := <-waitErrCh:
+		if ctx.Err() != nil {
+			return 0, e.stopStage(name, ctx.Err())
+		}
+		return 0, fmt.Errorf("wait for %q: %w; the engine may have restarted, so the stage's outcome is unknown", name, err)
+	case <-ctx.Done():
+		return 0, e.stopStage(name, ctx.Err())
+	}
+}
+
+// stopStage stops a canceled stage's container so nothing of the user's
+// keeps running, on a fresh context since the job's is canceled.
+func (e *Engine) stopStage(name string, cause error) error {
+	grace := e.cfg.StopTimeout.Duration
+	ctx, cancel := context.WithTimeout(context.Background(), grace+10*time.Second)
+	defer cancel()
+	seconds := int(grace.Round(time.Second) / time.Second)
+	if err := e.api.ContainerStop(ctx, name, container.StopOptions{Timeout: &seconds}); err != nil && !errdefs.IsNotFound(err) {
+		return errors.Join(cause, fmt.Errorf("stop %q after cancel: %w", name, err))
+	}
+	return fmt.Errorf("stage canceled, container %q stopped: %w", name, cause)
+}
+
+// followServiceLogs streams the services' logs into w, each line prefixed
+// with the service's alias, until the returned stop is called.
+func (e *Engine) followServiceLogs(job *backends.Job, w io.Writer) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	args := selectorFilter(job)
+	args.Add("label", backends.LabelRole+"="+RoleService)
+	list, err := e.api.ContainerList(ctx, container.ListOptions{Filters: args})
+	if err != nil {
+		e.log.Warnf("CI_DEBUG_SERVICES: list services: %v", err)
+		return cancel
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	since := fmt.Sprint(time.Now().Unix())
+	for _, c := range list {
+		alias, _, _ := strings.Cut(c.Labels[backends.LabelAlias], ",")
+		rc, err := e.api.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: true, Since: since})
+		if err != nil {
+			e.log.Warnf("CI_DEBUG_SERVICES: logs of %s: %v", alias, err)
+			continue
+		}
+		pr, pw := io.Pipe()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, err := stdcopy.StdCopy(pw, pw, rc)
+			pw.CloseWithError(err)
+			rc.Close()
+		}()
+		go func() {
+			defer wg.Done()
+			sc := bufio.NewScanner(pr)
+			sc.Buffer(make([]byte, 64*1024), 1024*1024)
+			for sc.Scan() {
+				mu.Lock()
+				fmt.Fprintf(w, "[service:%s] %s\n", alias, sc.Text())
+				mu.Unlock()
+			}
+			pr.Close()
+		}()
+	}
+	return func() {
+		// Give lines already written by the service a moment to arrive.
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		wg.Wait()
+	}
+}

@@ -1,0 +1,187 @@
+package dockerengine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/docker/go-connections/nat"
+
+	"github.com/berthci/berth/backends"
+)
+
+// serviceLogTail is how many of a service's last log lines a health-check
+// warning shows.
+const serviceLogTail = "50"
+
+// startServices creates and starts the job's services on the job network,
+// then waits for each to listen on its ports.
+func (e *Engine) startServices(ctx context.Context, job *backends.Job, images map[string]image.InspectResponse) error {
+	if len(job.Services) == 0 {
+		return nil
+	}
+	netName := networkName(job)
+	ids := make([]string, len(job.Services))
+	for i, svc := range job.Services {
+		name := serviceContainerName(job, i)
+		labels := job.Labels(RoleService)
+		labels[backends.LabelAlias] = strings.Join(svc.Aliases, ",")
+		cfg := &container.Config{
+			Image:      svc.Name,
+			Env:        append(append([]string{}, job.Env...), svc.Env...),
+			Entrypoint: svc.Entrypoint,
+			Cmd:        svc.Command,
+			Labels:     labels,
+		}
+		nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			netName: {Aliases: svc.Aliases},
+		}}
+		e.log.Infof("Starting service %s as %s ...", svc.Name, strings.Join(svc.Aliases, ", "))
+		created, err := e.api.ContainerCreate(ctx, cfg, e.hostConfig(job), nc, nil, name)
+		if err != nil {
+			return fmt.Errorf("create service container %q from image %q: %w", name, svc.Name, err)
+		}
+		if err := e.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			return fmt.Errorf("start service %q: %w", svc.Name, err)
+		}
+		ids[i] = created.ID
+	}
+
+	timeout := e.cfg.WaitForServicesTimeout.Duration
+	if timeout <= 0 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	warnings := make([]string, len(job.Services))
+	for i, svc := range job.Services {
+		ports := healthPorts(job, svc, images[svc.Name])
+		if len(ports) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.waitForService(ctx, ids[i], netName, ports, timeout); err != nil && ctx.Err() == nil {
+				warnings[i] = e.serviceWarning(ids[i], svc, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return fmt.Errorf("wait for services: %w", ctx.Err())
+	}
+	for _, w := range warnings {
+		if w != "" {
+			e.log.Warn(w)
+		}
+	}
+	return nil
+}
+
+// healthPorts are the TCP ports a service must listen on: HEALTHCHECK_TCP_PORT
+// when the job sets it, else the ports the image exposes.
+func healthPorts(job *backends.Job, svc backends.Service, img image.InspectResponse) []int {
+	for _, env := range [][]string{svc.Env, job.Env} {
+		for i := len(env) - 1; i >= 0; i-- {
+			if v, ok := strings.CutPrefix(env[i], "HEALTHCHECK_TCP_PORT="); ok {
+				if port, err := strconv.Atoi(v); err == nil && port > 0 && port < 65536 {
+					return []int{port}
+				}
+			}
+		}
+	}
+	if img.Config == nil {
+		return nil
+	}
+	var ports []int
+	for p := range img.Config.ExposedPorts {
+		port := nat.Port(p)
+		if port.Proto() == "tcp" && port.Int() > 0 {
+			ports = append(ports, port.Int())
+		}
+	}
+	sort.Ints(ports)
+	return ports
+}
+
+// waitForService polls the service's ports on the job network until they
+// all accept connections, the service exits or the timeout passes.
+func (e *Engine) waitForService(ctx context.Context, id, netName string, ports []int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var addr string
+	pending := ports
+	var dialer net.Dialer
+	for tick := 0; ; tick++ {
+		if addr == "" || tick%10 == 0 {
+			inspect, err := e.api.ContainerInspect(ctx, id)
+			if err != nil {
+				return fmt.Errorf("inspect service: %w", err)
+			}
+			if inspect.State != nil && !inspect.State.Running {
+				return fmt.Errorf("service container exited with code %d", inspect.State.ExitCode)
+			}
+			if ep, ok := inspect.NetworkSettings.Networks[netName]; ok && ep.IPAddress != "" {
+				addr = ep.IPAddress
+			}
+		}
+		if addr != "" {
+			for len(pending) > 0 {
+				dctx, dcancel := context.WithTimeout(ctx, time.Second)
+				conn, err := dialer.DialContext(dctx, "tcp", net.JoinHostPort(addr, strconv.Itoa(pending[0])))
+				dcancel()
+				if err != nil {
+					break
+				}
+				conn.Close()
+				pending = pending[1:]
+			}
+			if len(pending) == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("service did not listen on port %d within %s", pending[0], timeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// serviceWarning is the docker executor's warning for a service that did not
+// become healthy, with the service's last log lines.
+func (e *Engine) serviceWarning(id string, svc backends.Service, cause error) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n*********\n*** WARNING: Service %s probably didn't start properly.\n\n", svc.Name)
+	fmt.Fprintf(&b, "Health check error:\n%v\n\n", cause)
+	b.WriteString("Service container logs:\n")
+	b.WriteString(e.serviceLogs(id))
+	b.WriteString("\n*********\n")
+	return b.String()
+}
+
+func (e *Engine) serviceLogs(id string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rc, err := e.api.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: serviceLogTail, Timestamps: true})
+	if err != nil {
+		return fmt.Sprintf("(logs unavailable: %v)\n", err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 1<<20)); err != nil {
+		fmt.Fprintf(&out, "(reading logs: %v)\n", err)
+	}
+	return out.String()
+}

@@ -1,0 +1,149 @@
+// Command berth is a GitLab Runner custom executor driver that runs each job
+// in containers through a backend: dind, socket or podman.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	_ "github.com/berthci/berth/backends/socket"
+	"github.com/berthci/berth/config"
+	"github.com/berthci/berth/driver"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes the command line and decides the exit code; no other place
+// in berth does.
+func run(ctx context.Context, args []string) int {
+	env := driver.Env(os.LookupEnv)
+	codes, codesErr := driver.ExitCodesFromEnv(env)
+
+	var (
+		configPath string
+		logFormat  string
+		log        *logrus.Logger
+		stageErr   error
+	)
+	// newDriver loads the config and builds the driver for a stage command.
+	newDriver := func() (*driver.Driver, error) {
+		path, explicit := config.ResolvePath(configPath)
+		cfg, err := config.Load(path, explicit)
+		if err != nil {
+			return nil, &driver.Error{Class: driver.ErrSystem, Err: fmt.Errorf("berth config: %w", err)}
+		}
+		return &driver.Driver{Config: cfg, Env: env, Log: log, Stdout: os.Stdout, Stderr: os.Stderr}, nil
+	}
+	stage := func(fn func(d *driver.Driver) error) func(*cobra.Command, []string) error {
+		return func(*cobra.Command, []string) error {
+			d, err := newDriver()
+			if err == nil {
+				err = fn(d)
+			}
+			stageErr = err
+			return nil
+		}
+	}
+
+	root := &cobra.Command{
+		Use:           "berth",
+		Short:         "GitLab Runner custom executor: jobs in containers via dind, socket or podman",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			var err error
+			log, err = driver.NewLogger(os.Stderr, logFormat)
+			return err
+		},
+	}
+	root.PersistentFlags().StringVar(&configPath, "config", "", "berth config file (default $BERTH_CONFIG, else "+config.DefaultPath+")")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "format of berth's own messages: text or json")
+
+	root.AddCommand(
+		&cobra.Command{
+			Use:   "config",
+			Short: "Print the job's runner configuration as JSON (config_exec)",
+			Args:  cobra.NoArgs,
+			RunE:  stage(func(d *driver.Driver) error { return d.Configure(ctx) }),
+		},
+		&cobra.Command{
+			Use:   "prepare",
+			Short: "Create the job's containers, network and services (prepare_exec)",
+			Args:  cobra.NoArgs,
+			RunE:  stage(func(d *driver.Driver) error { return d.Prepare(ctx) }),
+		},
+		&cobra.Command{
+			Use:   "run SCRIPT STAGE",
+			Short: "Run one stage script in the job's environment (run_exec)",
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return stage(func(d *driver.Driver) error { return d.Run(ctx, args[0], args[1]) })(cmd, args)
+			},
+		},
+		&cobra.Command{
+			Use:   "cleanup",
+			Short: "Remove everything of the job (cleanup_exec)",
+			Args:  cobra.NoArgs,
+			RunE:  stage(func(d *driver.Driver) error { return d.Cleanup(ctx) }),
+		},
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print berth's version",
+			Args:  cobra.NoArgs,
+			Run: func(*cobra.Command, []string) {
+				fmt.Printf("berth %s (%s %s/%s)\n", driver.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			},
+		},
+	)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "berth: %v\n", err)
+		return codes.System
+	}
+	if codesErr != nil {
+		log.Warnf("%v; using %d and %d", codesErr, codes.Build, codes.System)
+	}
+	return exitCode(stageErr, codes, log)
+}
+
+// exitCode maps a stage's classified error to the runner's exit codes.
+func exitCode(err error, codes driver.ExitCodes, log *logrus.Logger) int {
+	if err == nil {
+		return 0
+	}
+	var classified *driver.Error
+	if errors.As(err, &classified) && classified.ScriptExitCode != 0 {
+		if codes.BuildExitCodeFile != "" {
+			if werr := os.WriteFile(codes.BuildExitCodeFile, []byte(strconv.Itoa(classified.ScriptExitCode)), 0o644); werr != nil {
+				log.Errorf("write BUILD_EXIT_CODE_FILE: %v", werr)
+				return codes.System
+			}
+		}
+		return codes.Build
+	}
+	switch {
+	case errors.Is(err, driver.ErrCanceled):
+		log.Warnf("stopped: %v", err)
+		return codes.Build
+	case errors.Is(err, driver.ErrBuild):
+		log.Error(err)
+		return codes.Build
+	default:
+		log.Error(err)
+		return codes.System
+	}
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/bmatcuk/doublestar/v4"
+	"github.com/distribution/reference"
+)
+
+// Request is what a job asks for. Every field is untrusted: whoever can push
+// to the project writes it.
+type Request struct {
+	Backend      string // "" means the default backend
+	Image        string
+	Services     []string
+	PullPolicies []string // empty means the admin default
+}
+
+// Subject identifies the job from trusted data (the job response).
+type Subject struct {
+	ProjectPath string
+	ProjectID   int64
+}
+
+// Decision is what policy grants a job.
+type Decision struct {
+	Backend      string
+	PullPolicies []string
+}
+
+// RefusalError is a request that policy does not allow. It is the job's
+// fault, not the infrastructure's.
+type RefusalError struct {
+	What    string // "backend", "image", "service", "pull policy", ...
+	Value   string
+	Project string
+	Allowed []string
+	Reason  string // set when the value is refused for another cause than the allow list
+}
+
+func (e *RefusalError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("%s %q refused for project %s: %s", e.What, e.Value, e.Project, e.Reason)
+	}
+	return fmt.Sprintf("%s %q is not allowed for project %s (allowed: %s); ask your runner admin",
+		e.What, e.Value, e.Project, strings.Join(e.Allowed, ", "))
+}
+
+// Decide checks a request against the policy and returns what the job gets.
+// It is pure and checks every field, so a refusal happens before anything is
+// created.
+func (c *Config) Decide(subj Subject, req Request) (Decision, error) {
+	p := c.Policy
+	project := subj.ProjectPath
+	if project == "" {
+		project = fmt.Sprintf("id %d", subj.ProjectID)
+	}
+	d := Decision{Backend: req.Backend}
+	if d.Backend == "" {
+		d.Backend = p.DefaultBackend
+	}
+	if !contains(p.AllowedBackends, d.Backend) {
+		return Decision{}, &RefusalError{What: "backend", Value: d.Backend, Project: project, Allowed: p.AllowedBackends}
+	}
+	if err := checkImage("image", req.Image, p.AllowedImages, project); err != nil {
+		return Decision{}, err
+	}
+	if p.ServicesLimit >= 0 && len(req.Services) > p.ServicesLimit {
+		return Decision{}, &RefusalError{What: "services", Value: fmt.Sprint(len(req.Services)), Project: project,
+			Reason: fmt.Sprintf("the job asks for %d services but policy.services_limit is %d; remove some services", len(req.Services), p.ServicesLimit)}
+	}
+	for _, s := range req.Services {
+		if err := checkImage("service", s, p.AllowedServices, project); err != nil {
+			return Decision{}, err
+		}
+	}
+	d.PullPolicies = c.Docker.PullPolicy
+	if len(req.PullPolicies) > 0 {
+		d.PullPolicies = nil
+		for _, pp := range req.PullPolicies {
+			if !validPullPolicy(pp) {
+				return Decision{}, &RefusalError{What: "pull policy", Value: pp, Project: project,
+					Reason: "unknown pull policy; use always, if-not-present or never"}
+			}
+			if len(p.AllowedPullPolicies) > 0 && !contains(p.AllowedPullPolicies, pp) {
+				return Decision{}, &RefusalError{What: "pull policy", Value: pp, Project: project, Allowed: p.AllowedPullPolicies}
+			}
+			if !contains(d.PullPolicies, pp) {
+				d.PullPolicies = append(d.PullPolicies, pp)
+			}
+		}
+	} else if len(p.AllowedPullPolicies) > 0 {
+		for _, pp := range d.PullPolicies {
+			if !contains(p.AllowedPullPolicies, pp) {
+				return Decision{}, fmt.Errorf("docker.pull_policy %q is not in policy.allowed_pull_policies %v: fix the berth config", pp, p.AllowedPullPolicies)
+			}
+		}
+	}
+	return d, nil
+}
+
+// NormalizeImage parses an image name as the engine will and returns its
+// fully qualified form, e.g. "busybox" becomes
+// "docker.io/library/busybox:latest".
+func NormalizeImage(name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("empty image name")
+	}
+	if len(name) > 512 {
+		return "", fmt.Errorf("image name is %d bytes long; the limit is 512", len(name))
+	}
+	ref, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return "", fmt.Errorf("invalid image name %q: %v", name, err)
+	}
+	return reference.TagNameOnly(ref).String(), nil
+}
+
+func checkImage(what, name string, allowed []string, project string) error {
+	normalized, err := NormalizeImage(name)
+	if err != nil {
+		return &RefusalError{What: what, Value: name, Project: project,
+			Reason: err.Error() + "; use a name such as \"registry.example.com/group/image:tag\""}
+	}
+	if len(allowed) == 0 {
+		return nil
+	}
+	for _, g := range allowed {
+		if ok, _ := doublestar.Match(g, name); ok {
+			return nil
+		}
+		if ok, _ := doublestar.Match(g, normalized); ok {
+			return nil
+		}
+	}
+	return &RefusalError{What: what, Value: name, Project: project, Allowed: allowed}
+}

@@ -1,0 +1,227 @@
+// Package driver speaks gitlab-runner's custom executor protocol: it reads
+// the job from the environment and JOB_RESPONSE_FILE, picks a backend through
+// the admin's policy, runs the stage, and classifies what went wrong. It
+// knows nothing of Docker or Podman.
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/config"
+)
+
+// Version is berth's version, set at build time with
+// -ldflags "-X github.com/berthci/berth/driver.Version=...".
+var Version = "0.1.0-dev"
+
+// cleanupTimeout bounds the cleanup stage, which runs on a fresh context.
+const cleanupTimeout = 2 * time.Minute
+
+// Driver runs one stage of the protocol.
+type Driver struct {
+	Config *config.Config
+	Env    Env
+	Log    *logrus.Logger
+	Stdout io.Writer
+	Stderr io.Writer
+	// Open makes a backend; nil means [backends.Open].
+	Open func(name string, cfg *config.Config, log logrus.FieldLogger) (backends.Backend, error)
+}
+
+// ConfigOutput is what the config stage prints for the runner.
+type ConfigOutput struct {
+	BuildsDir         string            `json:"builds_dir"`
+	CacheDir          string            `json:"cache_dir"`
+	BuildsDirIsShared bool              `json:"builds_dir_is_shared"`
+	Hostname          string            `json:"hostname"`
+	Driver            DriverInfo        `json:"driver"`
+	Shell             string            `json:"shell"`
+	JobEnv            map[string]string `json:"job_env,omitempty"`
+}
+
+// DriverInfo names the driver in the job log.
+type DriverInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// Configure runs the config stage: it prints the job's directories and the
+// driver's name as JSON. It contacts no engine.
+func (d *Driver) Configure(ctx context.Context) error {
+	job, err := LoadJob(d.Env)
+	if err != nil {
+		return err
+	}
+	out := ConfigOutput{
+		BuildsDir:         BuildsDir(d.Config, job.ID),
+		CacheDir:          CacheDir(d.Config, job.ProjectID),
+		BuildsDirIsShared: false,
+		Hostname:          backends.JobName(d.Config.RunnerName, job.ID),
+		Driver:            DriverInfo{Name: "berth", Version: Version},
+		Shell:             "bash",
+	}
+	enc := json.NewEncoder(d.Stdout)
+	if err := enc.Encode(out); err != nil {
+		return systemErr(fmt.Errorf("write config output: %w", err))
+	}
+	return nil
+}
+
+// Prepare runs the prepare stage: policy first, so a refusal creates
+// nothing, then the backend's Prepare.
+func (d *Driver) Prepare(ctx context.Context) error {
+	job, spec, backend, err := d.open()
+	if err != nil {
+		return classify(ctx, err)
+	}
+	d.addSecrets(job)
+	desc := ""
+	if describer, ok := backend.(backends.Describer); ok {
+		if v, err := describer.Describe(ctx); err == nil {
+			desc = " (" + v + ")"
+		} else {
+			return classify(ctx, fmt.Errorf("backend %q cannot reach its engine: %w; start the engine or fix its address in the berth config", spec.Backend, err))
+		}
+	}
+	d.Log.Infof("Using berth %s with backend %s%s", Version, spec.Backend, desc)
+	if err := backend.Prepare(ctx, spec); err != nil {
+		return classify(ctx, fmt.Errorf("prepare job environment: %w", err))
+	}
+	return nil
+}
+
+// Run runs one `run <script> <stage>` call.
+func (d *Driver) Run(ctx context.Context, scriptPath, stageName string) error {
+	script, err := os.ReadFile(scriptPath)
+	if err != nil {
+		return systemErr(fmt.Errorf("read stage script: %w", err))
+	}
+	job, spec, backend, err := d.open()
+	if err != nil {
+		return classify(ctx, err)
+	}
+	d.addSecrets(job)
+	code, err := backend.Run(ctx, spec, backends.Stage{
+		Name:   stageName,
+		Script: script,
+		Helper: HelperStage(stageName),
+		Stdout: d.Stdout,
+		Stderr: d.Stderr,
+	})
+	if err != nil {
+		return classify(ctx, fmt.Errorf("stage %s: %w", stageName, err))
+	}
+	if ctx.Err() != nil {
+		return classify(ctx, ctx.Err())
+	}
+	if code != 0 {
+		return ScriptFailed(code)
+	}
+	return nil
+}
+
+// Cleanup removes everything of the job, on a fresh context: it runs even
+// when earlier stages failed or were killed.
+func (d *Driver) Cleanup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	job, err := LoadJob(d.Env)
+	if err != nil {
+		return err
+	}
+	d.addSecrets(job)
+	// Resources are found by label, whatever backend prepare picked; so
+	// every backend the admin allows is asked.
+	names := append([]string{}, d.Config.Policy.AllowedBackends...)
+	spec := &backends.Job{ID: job.ID, ProjectID: job.ProjectID, ProjectPath: job.ProjectPath, Runner: d.Config.RunnerName}
+	var errs []error
+	for _, name := range names {
+		backend, err := d.openBackend(name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		spec.Backend = name
+		if err := backend.Cleanup(ctx, spec); err != nil {
+			errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
+		}
+	}
+	if err := os.RemoveAll(BuildsDir(d.Config, job.ID)); err != nil {
+		errs = append(errs, fmt.Errorf("remove the job's builds directory: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return systemErr(err)
+	}
+	return nil
+}
+
+// open loads the job, applies policy and opens the chosen backend.
+func (d *Driver) open() (*Job, *backends.Job, backends.Backend, error) {
+	job, err := LoadJob(d.Env)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	decision, err := d.Config.Decide(job.Subject(), job.Request())
+	if err != nil {
+		var refusal *config.RefusalError
+		if errors.As(err, &refusal) {
+			return nil, nil, nil, buildErr(err)
+		}
+		return nil, nil, nil, systemErr(err)
+	}
+	spec, err := job.Spec(d.Config, decision)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	backend, err := d.openBackend(decision.Backend)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return job, spec, backend, nil
+}
+
+func (d *Driver) openBackend(name string) (backends.Backend, error) {
+	open := d.Open
+	if open == nil {
+		open = backends.Open
+	}
+	backend, err := open(name, d.Config, d.Log)
+	if err != nil {
+		return nil, systemErr(fmt.Errorf("open backend %q: %w", name, err))
+	}
+	return backend, nil
+}
+
+func (d *Driver) addSecrets(job *Job) {
+	for _, h := range d.Log.Hooks[logrus.InfoLevel] {
+		if r, ok := h.(*Redactor); ok {
+			r.Add(job.Secrets()...)
+		}
+	}
+}
+
+// helperStages are the stages the docker executor runs in its helper
+// container; every other stage, unknown ones included, runs in the job's.
+var helperStages = map[string]bool{
+	"get_sources":                 true,
+	"clear_worktree":              true,
+	"restore_cache":               true,
+	"download_artifacts":          true,
+	"archive_cache":               true,
+	"archive_cache_on_failure":    true,
+	"upload_artifacts_on_success": true,
+	"upload_artifacts_on_failure": true,
+}
+
+// HelperStage reports whether a stage runs in the helper container.
+func HelperStage(stage string) bool { return helperStages[strings.TrimSpace(stage)] }
