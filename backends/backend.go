@@ -73,8 +73,6 @@ type Job struct {
 
 	Image    Image
 	Services []Service
-	// PullPolicies are tried in order until one yields the image.
-	PullPolicies []string
 	// Credentials are registry logins, most specific first.
 	Credentials []Credential
 
@@ -103,6 +101,8 @@ type Image struct {
 	Entrypoint []string
 	// Command overrides the image's command (services only).
 	Command []string
+	// PullPolicies are tried in order until one yields the image.
+	PullPolicies []string
 }
 
 // Service is one entry of the job's `services:`.
@@ -111,8 +111,8 @@ type Service struct {
 	// Aliases are the hostnames the service is reachable by, the job's own
 	// aliases first and the names derived from the image after them.
 	Aliases []string
-	// Env holds the service's own variables as KEY=VALUE; they follow the
-	// job's Env and override it.
+	// Env holds the service's variables as KEY=VALUE: the job's public
+	// variables, then the service's own.
 	Env []string
 }
 

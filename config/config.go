@@ -307,6 +307,8 @@ func (c *Config) Validate() error {
 	for _, p := range c.Docker.PullPolicy {
 		if !validPullPolicy(p) {
 			bad("docker.pull_policy", "unknown pull policy %q (use always, if-not-present or never)", p)
+		} else if allowed := c.Policy.AllowedPullPolicies; len(allowed) > 0 && !contains(allowed, p) {
+			bad("docker.pull_policy", "%q is not in policy.allowed_pull_policies %v", p, allowed)
 		}
 	}
 	if c.Docker.HelperImage == "" && c.Docker.UseHelper {

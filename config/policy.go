@@ -14,7 +14,9 @@ type Request struct {
 	Backend      string // "" means the default backend
 	Image        string
 	Services     []string
-	PullPolicies []string // empty means the admin default
+	PullPolicies []string // the job image's; empty means the admin default
+	// ServicePullPolicies are the pull policies the services ask for.
+	ServicePullPolicies []string
 }
 
 // Subject identifies the job from trusted data (the job response).
@@ -25,8 +27,11 @@ type Subject struct {
 
 // Decision is what policy grants a job.
 type Decision struct {
-	Backend      string
+	Backend string
+	// PullPolicies are the job image's pull policies.
 	PullPolicies []string
+	// DefaultPullPolicies are for images whose job entry sets none.
+	DefaultPullPolicies []string
 }
 
 // RefusalError is a request that policy does not allow. It is the job's
@@ -75,29 +80,36 @@ func (c *Config) Decide(subj Subject, req Request) (Decision, error) {
 			return Decision{}, err
 		}
 	}
+	d.DefaultPullPolicies = c.Docker.PullPolicy
 	d.PullPolicies = c.Docker.PullPolicy
+	for _, pp := range req.ServicePullPolicies {
+		if err := c.checkPullPolicy(pp, project); err != nil {
+			return Decision{}, err
+		}
+	}
 	if len(req.PullPolicies) > 0 {
 		d.PullPolicies = nil
 		for _, pp := range req.PullPolicies {
-			if !validPullPolicy(pp) {
-				return Decision{}, &RefusalError{What: "pull policy", Value: pp, Project: project,
-					Reason: "unknown pull policy; use always, if-not-present or never"}
-			}
-			if len(p.AllowedPullPolicies) > 0 && !contains(p.AllowedPullPolicies, pp) {
-				return Decision{}, &RefusalError{What: "pull policy", Value: pp, Project: project, Allowed: p.AllowedPullPolicies}
+			if err := c.checkPullPolicy(pp, project); err != nil {
+				return Decision{}, err
 			}
 			if !contains(d.PullPolicies, pp) {
 				d.PullPolicies = append(d.PullPolicies, pp)
 			}
 		}
-	} else if len(p.AllowedPullPolicies) > 0 {
-		for _, pp := range d.PullPolicies {
-			if !contains(p.AllowedPullPolicies, pp) {
-				return Decision{}, fmt.Errorf("docker.pull_policy %q is not in policy.allowed_pull_policies %v: fix the berth config", pp, p.AllowedPullPolicies)
-			}
-		}
 	}
 	return d, nil
+}
+
+func (c *Config) checkPullPolicy(pp, project string) error {
+	if !validPullPolicy(pp) {
+		return &RefusalError{What: "pull policy", Value: pp, Project: project,
+			Reason: "unknown pull policy; use always, if-not-present or never"}
+	}
+	if allowed := c.Policy.AllowedPullPolicies; len(allowed) > 0 && !contains(allowed, pp) {
+		return &RefusalError{What: "pull policy", Value: pp, Project: project, Allowed: allowed}
+	}
+	return nil
 }
 
 // NormalizeImage parses an image name as the engine will and returns its

@@ -211,8 +211,10 @@ func (d *Driver) addSecrets(job *Job) {
 }
 
 // helperStages are the stages the docker executor runs in its helper
-// container; every other stage, unknown ones included, runs in the job's.
+// (predefined) container; every other stage, after_script, step_* and
+// unknown ones included, runs in the job's.
 var helperStages = map[string]bool{
+	"prepare_script":              true,
 	"get_sources":                 true,
 	"clear_worktree":              true,
 	"restore_cache":               true,
@@ -221,6 +223,7 @@ var helperStages = map[string]bool{
 	"archive_cache_on_failure":    true,
 	"upload_artifacts_on_success": true,
 	"upload_artifacts_on_failure": true,
+	"cleanup_file_variables":      true,
 }
 
 // HelperStage reports whether a stage runs in the helper container.

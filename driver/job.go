@@ -152,6 +152,7 @@ func (j *Job) Request() config.Request {
 	req := config.Request{Backend: j.Backend, Image: j.Image.Name, PullPolicies: j.Image.PullPolicy}
 	for _, s := range j.Services {
 		req.Services = append(req.Services, s.Name)
+		req.ServicePullPolicies = append(req.ServicePullPolicies, s.PullPolicy...)
 	}
 	return req
 }
@@ -195,7 +196,6 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 		ProjectPath:   j.ProjectPath,
 		Runner:        cfg.RunnerName,
 		Backend:       d.Backend,
-		PullPolicies:  d.PullPolicies,
 		BuildsDir:     BuildsDir(cfg, j.ID),
 		CacheDir:      CacheDir(cfg, j.ProjectID),
 		DebugServices: j.DebugServices,
@@ -208,7 +208,7 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 	if image == "" {
 		return nil, buildErr(errors.New("the job has no image: set `image:` in .gitlab-ci.yml (or ask the runner admin to set docker.image)"))
 	}
-	spec.Image = backends.Image{Name: image, Entrypoint: j.Image.Entrypoint}
+	spec.Image = backends.Image{Name: image, Entrypoint: j.Image.Entrypoint, PullPolicies: d.PullPolicies}
 
 	env, err := variablesEnv("job", j.Variables)
 	if err != nil {
@@ -216,25 +216,42 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 	}
 	spec.Env = env
 
+	// Services get the job's public variables, as with the docker
+	// executor, then their own.
+	var public []Variable
+	for _, v := range j.Variables {
+		if v.Public {
+			public = append(public, v)
+		}
+	}
 	taken := map[string]int{}
 	for i, s := range j.Services {
-		svc := backends.Service{Image: backends.Image{Name: s.Name, Entrypoint: s.Entrypoint, Command: s.Command}}
-		svc.Env, err = variablesEnv(fmt.Sprintf("service %q", s.Name), s.Variables)
+		svc := backends.Service{Image: backends.Image{Name: s.Name, Entrypoint: s.Entrypoint, Command: s.Command,
+			PullPolicies: dedupe(s.PullPolicy)}}
+		if len(svc.PullPolicies) == 0 {
+			svc.PullPolicies = d.DefaultPullPolicies
+		}
+		svc.Env, err = variablesEnv(fmt.Sprintf("service %q", s.Name), append(append([]Variable{}, public...), s.Variables...))
 		if err != nil {
 			return nil, buildErr(err)
+		}
+		// The image-derived names come first, as with the docker executor;
+		// one that an earlier service already has is skipped.
+		for _, alias := range derivedAliases(s.Name) {
+			if _, dup := taken[strings.ToLower(alias)]; !dup {
+				taken[strings.ToLower(alias)] = i
+				svc.Aliases = append(svc.Aliases, alias)
+			}
 		}
 		for _, alias := range splitAliases(s.Alias) {
 			if !hostnameRe.MatchString(alias) {
 				return nil, buildErr(fmt.Errorf("service %q: alias %q is not a valid hostname: use letters, digits, '-' and '.', up to 63 characters a label", s.Name, alias))
 			}
-			if prev, dup := taken[strings.ToLower(alias)]; dup && prev != i {
+			prev, dup := taken[strings.ToLower(alias)]
+			if dup && prev != i {
 				return nil, buildErr(fmt.Errorf("service %q: alias %q is already used by service %q: give each service its own alias", s.Name, alias, j.Services[prev].Name))
 			}
-			taken[strings.ToLower(alias)] = i
-			svc.Aliases = append(svc.Aliases, alias)
-		}
-		for _, alias := range derivedAliases(s.Name) {
-			if _, dup := taken[strings.ToLower(alias)]; !dup {
+			if !dup {
 				taken[strings.ToLower(alias)] = i
 				svc.Aliases = append(svc.Aliases, alias)
 			}
@@ -264,12 +281,17 @@ func splitAliases(alias string) []string {
 }
 
 // derivedAliases are the hostnames the docker executor gives a service from
-// its image name: the name without tag or digest, with '/' turned into "__"
-// and into '-'.
+// its image name: the name without registry port, tag or digest, with '/'
+// turned into "__" and into '-'.
 func derivedAliases(image string) []string {
 	name, _, _ := strings.Cut(image, "@")
 	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
 		name = name[:i]
+	}
+	if host, rest, ok := strings.Cut(name, "/"); ok {
+		if h, _, hasPort := strings.Cut(host, ":"); hasPort {
+			name = h + "/" + rest
+		}
 	}
 	var aliases []string
 	for _, a := range []string{strings.ReplaceAll(name, "/", "__"), strings.ReplaceAll(name, "/", "-")} {
@@ -300,6 +322,16 @@ func variablesEnv(owner string, vars []Variable) ([]string, error) {
 		env = append(env, v.Key+"="+v.Value)
 	}
 	return env, nil
+}
+
+func dedupe(list []string) []string {
+	var out []string
+	for _, v := range list {
+		if !contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func contains(list []string, s string) bool {

@@ -184,13 +184,17 @@ if ((${#missing[@]})); then
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 		chmod 0755 /usr/sbin/policy-rc.d
 		policy_rc_added=1
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 	fi
 	apt_rc=0
 	{
 		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 	} 2>&1 | sed 's/^/provision: apt: /' || apt_rc=$?
-	[[ -n ${policy_rc_added} ]] && rm -f /usr/sbin/policy-rc.d
+	if [[ -n ${policy_rc_added} ]]; then
+		rm -f /usr/sbin/policy-rc.d
+		trap - EXIT
+	fi
 	((apt_rc == 0)) || die "apt-get failed"
 	note "packages: installed ${missing[*]}"
 else
@@ -199,6 +203,10 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. dockerd
+
+# Always talk to the host dockerd, whatever the caller's environment says.
+export DOCKER_HOST=unix://${DOCKER_SOCK}
+unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 docker_ping() { curl -sf --max-time 3 --unix-socket "${DOCKER_SOCK}" http://localhost/_ping >/dev/null 2>&1; }
 
@@ -257,18 +265,26 @@ ensure_image() {
 	note "image ${img}: built"
 }
 
-# The Debian mirror apt already uses (deb822 or one-line format).
+# The Debian mirror apt already uses for the main suite (deb822 or one-line
+# format; security and third-party suites are skipped).
 debian_mirror() {
 	if [[ -n ${BERTH_DEBIAN_MIRROR:-} ]]; then
 		echo "${BERTH_DEBIAN_MIRROR}"
 		return
 	fi
 	local m
-	m=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }')
+	m=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v suite="${DEBIAN_SUITE}" '
+		function check() {
+			if (uri != "" && types ~ /(^| )deb( |$)/ && suites ~ ("(^| )" suite "( |$)") && uri !~ /security/) { print uri; found = 1; exit }
+		}
+		/^[ \t]*$/ { check(); uri = ""; suites = ""; types = ""; next }
+		/^URIs:/ { uri = $2 }
+		/^Suites:/ { $1 = ""; suites = $0 " " }
+		/^Types:/ { $1 = ""; types = $0 " " }
+		END { if (!found) check() }' || true)
 	if [[ -z ${m} ]]; then
-		m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-			awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { if ($i !~ /security/ && $(i+1) ~ /^bookworm/) { print $i; exit } break } }')
+		m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v suite="${DEBIAN_SUITE}" '
+			$1 == "deb" { for (i = 2; i < NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($(i + 1) == suite && $i !~ /security/) { print $i; exit } break } }' || true)
 	fi
 	echo "${m:-http://deb.debian.org/debian}"
 }
@@ -545,8 +561,17 @@ else
 		PATH="${DAEMON_PATH}" XDG_RUNTIME_DIR="${POD_XDG}" \
 		podman system service --time=0 "unix://${POD_SOCK}"
 	wait_until "podman service" 60 "${STARTED_PID}" "${PODMAN_LOG}" podman_ping
-	log "podman: up, pid ${STARTED_PID}"
-	note "podman: service started (pid ${STARTED_PID}, ${POD_SOCK})"
+	# Rootless podman re-executes itself inside the user namespace; the
+	# child serves the socket and outlives a SIGTERM to the parent, while
+	# the parent exits when the child does. Record the child.
+	svc_pid=$(ps -o pid=,comm= --ppid "${STARTED_PID}" 2>/dev/null | awk '$2 == "podman" { print $1; exit }' || true)
+	if [[ -n ${svc_pid} ]]; then
+		echo "${svc_pid}" >"${PODMAN_PID}"
+	else
+		svc_pid=${STARTED_PID}
+	fi
+	log "podman: up, pid ${svc_pid}"
+	note "podman: service started (pid ${svc_pid}, ${POD_SOCK})"
 fi
 
 # Load the test images into the user's store when missing or different

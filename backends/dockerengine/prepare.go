@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/config"
 )
 
 // runnerBinaryPath is where the gitlab-runner binary is mounted, ahead of any
@@ -120,23 +121,25 @@ func (e *Engine) runnerBinary() (string, error) {
 
 // pullAll makes the job, helper and service images available, in parallel.
 func (e *Engine) pullAll(ctx context.Context, job *backends.Job) (map[string]image.InspectResponse, error) {
-	names := []string{job.Image.Name}
+	wanted := []backends.Image{job.Image}
 	if e.cfg.UseHelper {
-		names = append(names, e.cfg.HelperImage)
+		// The helper image is the admin's and versioned: pulled only when
+		// missing, whatever the job asks for its own image.
+		wanted = append(wanted, backends.Image{Name: e.cfg.HelperImage, PullPolicies: []string{config.PullIfNotPresent}})
 	}
 	for _, s := range job.Services {
-		names = append(names, s.Name)
+		wanted = append(wanted, s.Image)
 	}
-	results := make([]image.InspectResponse, len(names))
+	results := make([]image.InspectResponse, len(wanted))
 	g, gctx := errgroup.WithContext(ctx)
 	seen := map[string]int{}
-	for i, name := range names {
-		if _, dup := seen[name]; dup {
+	for i, img := range wanted {
+		if _, dup := seen[img.Name]; dup {
 			continue
 		}
-		seen[name] = i
+		seen[img.Name] = i
 		g.Go(func() error {
-			inspect, err := e.ensureImage(gctx, job, name)
+			inspect, err := e.ensureImage(gctx, job, img.Name, img.PullPolicies)
 			results[i] = inspect
 			return err
 		})

@@ -18,9 +18,9 @@ import (
 
 // ensureImage makes image available on the daemon following the job's pull
 // policies, tried in order, and returns its inspect data.
-func (e *Engine) ensureImage(ctx context.Context, job *backends.Job, name string) (image.InspectResponse, error) {
+func (e *Engine) ensureImage(ctx context.Context, job *backends.Job, name string, policies []string) (image.InspectResponse, error) {
 	var lastErr error
-	for i, policy := range job.PullPolicies {
+	for i, policy := range policies {
 		if i > 0 {
 			e.log.Warnf("%v; trying the next pull policy %q", lastErr, policy)
 		}

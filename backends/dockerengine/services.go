@@ -39,7 +39,7 @@ func (e *Engine) startServices(ctx context.Context, job *backends.Job, images ma
 		labels[backends.LabelAlias] = strings.Join(svc.Aliases, ",")
 		cfg := &container.Config{
 			Image:      svc.Name,
-			Env:        append(append([]string{}, job.Env...), svc.Env...),
+			Env:        svc.Env,
 			Entrypoint: svc.Entrypoint,
 			Cmd:        svc.Command,
 			Labels:     labels,
@@ -65,7 +65,7 @@ func (e *Engine) startServices(ctx context.Context, job *backends.Job, images ma
 	var wg sync.WaitGroup
 	warnings := make([]string, len(job.Services))
 	for i, svc := range job.Services {
-		ports := healthPorts(job, svc, images[svc.Name])
+		ports := healthPorts(svc, images[svc.Name])
 		if len(ports) == 0 {
 			continue
 		}
@@ -89,15 +89,15 @@ func (e *Engine) startServices(ctx context.Context, job *backends.Job, images ma
 	return nil
 }
 
-// healthPorts are the TCP ports a service must listen on: HEALTHCHECK_TCP_PORT
-// when the job sets it, else the ports the image exposes.
-func healthPorts(job *backends.Job, svc backends.Service, img image.InspectResponse) []int {
-	for _, env := range [][]string{svc.Env, job.Env} {
-		for i := len(env) - 1; i >= 0; i-- {
-			if v, ok := strings.CutPrefix(env[i], "HEALTHCHECK_TCP_PORT="); ok {
-				if port, err := strconv.Atoi(v); err == nil && port > 0 && port < 65536 {
-					return []int{port}
-				}
+// healthPorts are the TCP ports a service may listen on: HEALTHCHECK_TCP_PORT
+// when the service's variables set it, else the ports the image exposes, at
+// most 20, as with the docker executor.
+func healthPorts(svc backends.Service, img image.InspectResponse) []int {
+	for i := len(svc.Env) - 1; i >= 0; i-- {
+		key, v, _ := strings.Cut(svc.Env[i], "=")
+		if strings.EqualFold(key, "HEALTHCHECK_TCP_PORT") {
+			if port, err := strconv.Atoi(v); err == nil && port > 0 && port < 65536 {
+				return []int{port}
 			}
 		}
 	}
@@ -112,21 +112,26 @@ func healthPorts(job *backends.Job, svc backends.Service, img image.InspectRespo
 		}
 	}
 	sort.Ints(ports)
+	if len(ports) > 20 {
+		ports = ports[:20]
+	}
 	return ports
 }
 
-// waitForService polls the service's ports on the job network until they
-// all accept connections, the service exits or the timeout passes.
+// waitForService polls the service's ports on the job network until one of
+// them accepts a connection, the service exits or the timeout passes.
 func (e *Engine) waitForService(ctx context.Context, id, netName string, ports []int, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var addr string
-	pending := ports
 	var dialer net.Dialer
 	for tick := 0; ; tick++ {
 		if addr == "" || tick%10 == 0 {
 			inspect, err := e.api.ContainerInspect(ctx, id)
 			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
 				return fmt.Errorf("inspect service: %w", err)
 			}
 			if inspect.State != nil && !inspect.State.Running {
@@ -136,38 +141,37 @@ func (e *Engine) waitForService(ctx context.Context, id, netName string, ports [
 				addr = ep.IPAddress
 			}
 		}
-		if addr != "" {
-			for len(pending) > 0 {
-				dctx, dcancel := context.WithTimeout(ctx, time.Second)
-				conn, err := dialer.DialContext(dctx, "tcp", net.JoinHostPort(addr, strconv.Itoa(pending[0])))
-				dcancel()
-				if err != nil {
-					break
-				}
-				conn.Close()
-				pending = pending[1:]
+		for _, port := range ports {
+			if addr == "" {
+				break
 			}
-			if len(pending) == 0 {
+			dctx, dcancel := context.WithTimeout(ctx, time.Second)
+			conn, err := dialer.DialContext(dctx, "tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+			dcancel()
+			if err == nil {
+				conn.Close()
 				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("service did not listen on port %d within %s", pending[0], timeout)
 		case <-time.After(50 * time.Millisecond):
+			continue
 		}
+		break
 	}
+	return fmt.Errorf("service did not listen on any of ports %v within %s", ports, timeout)
 }
 
 // serviceWarning is the docker executor's warning for a service that did not
 // become healthy, with the service's last log lines.
 func (e *Engine) serviceWarning(id string, svc backends.Service, cause error) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n*********\n*** WARNING: Service %s probably didn't start properly.\n\n", svc.Name)
+	fmt.Fprintf(&b, "Service %s (%s) probably didn't start properly.\n\n", svc.Name, strings.Join(svc.Aliases, ", "))
 	fmt.Fprintf(&b, "Health check error:\n%v\n\n", cause)
 	b.WriteString("Service container logs:\n")
 	b.WriteString(e.serviceLogs(id))
-	b.WriteString("\n*********\n")
+	b.WriteString("*********")
 	return b.String()
 }
 
