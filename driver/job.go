@@ -224,7 +224,26 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 			public = append(public, v)
 		}
 	}
+	// The job's own aliases first: a clash between two of them is refused.
+	// Then the names the docker executor derives from the image, skipping
+	// any already taken.
 	taken := map[string]int{}
+	userAliases := make([][]string, len(j.Services))
+	for i, s := range j.Services {
+		for _, alias := range splitAliases(s.Alias) {
+			if !hostnameRe.MatchString(alias) {
+				return nil, buildErr(fmt.Errorf("service %q: alias %q is not a valid hostname: use letters, digits, '-' and '.', up to 63 characters a label", s.Name, alias))
+			}
+			prev, dup := taken[strings.ToLower(alias)]
+			if dup && prev != i {
+				return nil, buildErr(fmt.Errorf("service %q: alias %q is already used by service %q: give each service its own alias", s.Name, alias, j.Services[prev].Name))
+			}
+			if !dup {
+				taken[strings.ToLower(alias)] = i
+				userAliases[i] = append(userAliases[i], alias)
+			}
+		}
+	}
 	for i, s := range j.Services {
 		svc := backends.Service{Image: backends.Image{Name: s.Name, Entrypoint: s.Entrypoint, Command: s.Command,
 			PullPolicies: dedupe(s.PullPolicy)}}
@@ -235,23 +254,9 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 		if err != nil {
 			return nil, buildErr(err)
 		}
-		// The image-derived names come first, as with the docker executor;
-		// one that an earlier service already has is skipped.
+		svc.Aliases = userAliases[i]
 		for _, alias := range derivedAliases(s.Name) {
 			if _, dup := taken[strings.ToLower(alias)]; !dup {
-				taken[strings.ToLower(alias)] = i
-				svc.Aliases = append(svc.Aliases, alias)
-			}
-		}
-		for _, alias := range splitAliases(s.Alias) {
-			if !hostnameRe.MatchString(alias) {
-				return nil, buildErr(fmt.Errorf("service %q: alias %q is not a valid hostname: use letters, digits, '-' and '.', up to 63 characters a label", s.Name, alias))
-			}
-			prev, dup := taken[strings.ToLower(alias)]
-			if dup && prev != i {
-				return nil, buildErr(fmt.Errorf("service %q: alias %q is already used by service %q: give each service its own alias", s.Name, alias, j.Services[prev].Name))
-			}
-			if !dup {
 				taken[strings.ToLower(alias)] = i
 				svc.Aliases = append(svc.Aliases, alias)
 			}
