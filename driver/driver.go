@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,17 @@ func (d *Driver) Configure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// job_env carries what config already worked out to the later stages,
+	// so `run`, which happens many times a job, skips the job payload and
+	// the policy. The runner sets these without the CUSTOM_ENV_ prefix, so
+	// no job variable can forge them.
+	jobEnv := map[string]string{
+		envJobID:     strconv.FormatInt(job.ID, 10),
+		envProjectID: strconv.FormatInt(job.ProjectID, 10),
+	}
+	if decision, err := d.Config.Decide(job.Subject(), job.Request()); err == nil {
+		jobEnv[envBackend] = decision.Backend
+	}
 	out := ConfigOutput{
 		BuildsDir:         BuildsDir(d.Config, job.ID),
 		CacheDir:          CacheDir(d.Config, job.ProjectID),
@@ -69,6 +81,7 @@ func (d *Driver) Configure(ctx context.Context) error {
 		Hostname:          backends.JobName(d.Config.RunnerName, job.ID),
 		Driver:            DriverInfo{Name: "berth", Version: Version},
 		Shell:             "bash",
+		JobEnv:            jobEnv,
 	}
 	enc := json.NewEncoder(d.Stdout)
 	if err := enc.Encode(out); err != nil {
@@ -106,11 +119,10 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stageName string) error {
 	if err != nil {
 		return systemErr(fmt.Errorf("read stage script: %w", err))
 	}
-	job, spec, backend, err := d.open()
+	spec, backend, err := d.openForRun()
 	if err != nil {
 		return classify(ctx, err)
 	}
-	d.addSecrets(job)
 	code, err := backend.Run(ctx, spec, backends.Stage{
 		Name:   stageName,
 		Script: script,
@@ -163,6 +175,37 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		return systemErr(err)
 	}
 	return nil
+}
+
+// Names of the job_env variables that config passes to later stages.
+const (
+	envJobID     = "BERTH_RESOLVED_JOB_ID"
+	envProjectID = "BERTH_RESOLVED_PROJECT_ID"
+	envBackend   = "BERTH_RESOLVED_BACKEND"
+)
+
+// openForRun finds the job's backend for a `run` call: from what config put
+// in job_env when it is there, else from the job payload and policy.
+func (d *Driver) openForRun() (*backends.Job, backends.Backend, error) {
+	jobID, _ := d.Env(envJobID)
+	projectID, _ := d.Env(envProjectID)
+	name, _ := d.Env(envBackend)
+	id, err1 := strconv.ParseInt(jobID, 10, 64)
+	pid, err2 := strconv.ParseInt(projectID, 10, 64)
+	if err1 != nil || err2 != nil || id <= 0 || name == "" || !contains(d.Config.Policy.AllowedBackends, name) {
+		job, spec, backend, err := d.open()
+		if err != nil {
+			return nil, nil, err
+		}
+		d.addSecrets(job)
+		return spec, backend, nil
+	}
+	debug, _ := d.Env(customEnvPrefix + "CI_DEBUG_SERVICES")
+	spec := &backends.Job{ID: id, ProjectID: pid, Runner: d.Config.RunnerName, Backend: name,
+		BuildsDir: BuildsDir(d.Config, id), CacheDir: CacheDir(d.Config, pid)}
+	spec.DebugServices, _ = strconv.ParseBool(debug)
+	backend, err := d.openBackend(name)
+	return spec, backend, err
 }
 
 // open loads the job, applies policy and opens the chosen backend.
