@@ -214,6 +214,9 @@ func (d *Driver) open() (*Job, *backends.Job, backends.Backend, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if job.servicesErr != nil {
+		return nil, nil, nil, job.servicesErr
+	}
 	decision, err := d.Config.Decide(job.Subject(), job.Request())
 	if err != nil {
 		var refusal *config.RefusalError

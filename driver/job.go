@@ -48,6 +48,9 @@ type Job struct {
 	Backend       string
 	DebugServices bool
 	AuthConfig    string
+
+	// servicesErr is why CUSTOM_ENV_CI_JOB_SERVICES could not be read.
+	servicesErr error
 }
 
 // LoadJob reads JOB_RESPONSE_FILE and the job's CUSTOM_ENV_ variables.
@@ -86,11 +89,12 @@ func LoadJob(env Env) (*Job, error) {
 	}
 	if len(job.Services) == 0 {
 		if raw := custom("CI_JOB_SERVICES"); raw != "" {
-			services, err := parseServicesEnv(raw)
-			if err != nil {
-				return nil, buildErr(err)
+			// A bad list is the job's fault; it fails the stages that need
+			// the services, not config or cleanup.
+			job.Services, job.servicesErr = parseServicesEnv(raw)
+			if job.servicesErr != nil {
+				job.servicesErr = buildErr(job.servicesErr)
 			}
-			job.Services = services
 		}
 	}
 	job.Backend = strings.TrimSpace(custom("BERTH_BACKEND"))
@@ -190,6 +194,9 @@ func CacheDir(cfg *config.Config, projectID int64) string {
 // It validates everything the job supplies, so a bad value is refused before
 // anything exists.
 func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error) {
+	if j.servicesErr != nil {
+		return nil, j.servicesErr
+	}
 	spec := &backends.Job{
 		ID:            j.ID,
 		ProjectID:     j.ProjectID,

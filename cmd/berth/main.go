@@ -36,9 +36,10 @@ func run(ctx context.Context, args []string) int {
 	var (
 		configPath string
 		logFormat  string
-		log        *logrus.Logger
 		stageErr   error
 	)
+	// The default logger serves until the flags are parsed, and for help.
+	log, _ := driver.NewLogger(os.Stderr, "text")
 	// newDriver loads the config and builds the driver for a stage command.
 	newDriver := func() (*driver.Driver, error) {
 		path, explicit := config.ResolvePath(configPath)
@@ -60,10 +61,11 @@ func run(ctx context.Context, args []string) int {
 	}
 
 	root := &cobra.Command{
-		Use:           "berth",
-		Short:         "GitLab Runner custom executor: jobs in containers via dind, socket or podman",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:               "berth",
+		Short:             "GitLab Runner custom executor: jobs in containers via dind, socket or podman",
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			var err error
 			log, err = driver.NewLogger(os.Stderr, logFormat)
