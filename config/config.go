@@ -38,6 +38,7 @@ type Config struct {
 	Policy Policy `toml:"policy"`
 	Docker Docker `toml:"docker"`
 	Socket Socket `toml:"socket"`
+	Dind   Dind   `toml:"dind"`
 
 	// Path is the file the config was read from, or "" for built-in defaults.
 	Path string `toml:"-"`
@@ -151,6 +152,7 @@ func Default() *Config {
 			StopTimeout:            Duration{2 * time.Second},
 		},
 		Socket: Socket{HostSocket: "/var/run/docker.sock"},
+		Dind:   defaultDind(),
 	}
 }
 
@@ -253,6 +255,14 @@ func keyLine(data []byte, k toml.Key) int {
 			return line
 		}
 	}
+	// A dotted key ("docker.x = 1") or an inline table ("docker = { x = 1 }").
+	anywhereRe := regexp.MustCompile(`(^|[\s{,.])(?:"` + last + `"|` + last + `)\s*=`)
+	sc = bufio.NewScanner(bytes.NewReader(data))
+	for line := 1; sc.Scan(); line++ {
+		if anywhereRe.MatchString(sc.Text()) {
+			return line
+		}
+	}
 	return 0
 }
 
@@ -321,6 +331,9 @@ func (c *Config) Validate() error {
 		bad("docker.stop_timeout", "must be between 0s and 5m")
 	}
 	if err := c.Docker.validateLimits(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Dind.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Socket.HostSocket == "" || !filepath.IsAbs(c.Socket.HostSocket) {

@@ -63,47 +63,48 @@ func TestParseFullConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("got %v, want no error", err)
 	}
-	want := &Config{
-		BuildsDir:  "/srv/builds",
-		CacheDir:   "/srv/cache",
-		RunnerName: "ci-1",
-		Policy: Policy{
-			DefaultBackend:      "socket",
-			AllowedBackends:     []string{"socket", "dind"},
-			AllowedImages:       []string{"registry.example.com/**", "docker.io/library/*"},
-			AllowedServices:     []string{"docker.io/library/postgres:*"},
-			AllowedPullPolicies: []string{"always", "if-not-present"},
-			ServicesLimit:       3,
-		},
-		Docker: Docker{
-			Host:                   "unix:///run/docker.sock",
-			Image:                  "alpine:3",
-			HelperImage:            "registry.example.com/helper:1",
-			UseHelper:              false,
-			RunnerBinary:           "/usr/bin/gitlab-runner",
-			PullPolicy:             []string{"if-not-present", "always"},
-			AuthConfig:             `{"auths":{}}`,
-			WaitForServicesTimeout: Duration{90 * time.Second},
-			StopTimeout:            Duration{5 * time.Second},
-			Memory:                 "512m",
-			MemorySwap:             "-1",
-			CPUs:                   "1.5",
-			PidsLimit:              100,
-			ShmSize:                "64m",
-			Ulimits:                []string{"nofile=1024:2048"},
-			CapAdd:                 []string{"NET_ADMIN"},
-			CapDrop:                []string{"ALL"},
-			SecurityOpt:            []string{"no-new-privileges"},
-			DNS:                    []string{"1.1.1.1"},
-			DNSSearch:              []string{"example.com"},
-			ExtraHosts:             []string{"gw:host-gateway", "db:10.0.0.2"},
-			Volumes:                []string{"/srv/certs:/certs:ro", "/scratch"},
-			NetworkMTU:             1400,
-			User:                   "1000:1000",
-		},
-		Socket: Socket{HostSocket: "/run/docker.sock"},
-		Path:   "full.toml",
+	// Built from the defaults so that sections this TOML leaves out keep
+	// theirs.
+	want := Default()
+	want.BuildsDir = "/srv/builds"
+	want.CacheDir = "/srv/cache"
+	want.RunnerName = "ci-1"
+	want.Policy = Policy{
+		DefaultBackend:      "socket",
+		AllowedBackends:     []string{"socket", "dind"},
+		AllowedImages:       []string{"registry.example.com/**", "docker.io/library/*"},
+		AllowedServices:     []string{"docker.io/library/postgres:*"},
+		AllowedPullPolicies: []string{"always", "if-not-present"},
+		ServicesLimit:       3,
 	}
+	want.Docker = Docker{
+		Host:                   "unix:///run/docker.sock",
+		Image:                  "alpine:3",
+		HelperImage:            "registry.example.com/helper:1",
+		UseHelper:              false,
+		RunnerBinary:           "/usr/bin/gitlab-runner",
+		PullPolicy:             []string{"if-not-present", "always"},
+		AuthConfig:             `{"auths":{}}`,
+		WaitForServicesTimeout: Duration{90 * time.Second},
+		StopTimeout:            Duration{5 * time.Second},
+		Memory:                 "512m",
+		MemorySwap:             "-1",
+		CPUs:                   "1.5",
+		PidsLimit:              100,
+		ShmSize:                "64m",
+		Ulimits:                []string{"nofile=1024:2048"},
+		CapAdd:                 []string{"NET_ADMIN"},
+		CapDrop:                []string{"ALL"},
+		SecurityOpt:            []string{"no-new-privileges"},
+		DNS:                    []string{"1.1.1.1"},
+		DNSSearch:              []string{"example.com"},
+		ExtraHosts:             []string{"gw:host-gateway", "db:10.0.0.2"},
+		Volumes:                []string{"/srv/certs:/certs:ro", "/scratch"},
+		NetworkMTU:             1400,
+		User:                   "1000:1000",
+	}
+	want.Socket = Socket{HostSocket: "/run/docker.sock"}
+	want.Path = "full.toml"
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v, want %+v", cfg, want)
 	}
@@ -135,6 +136,18 @@ func TestParseErrorsNameFileLineAndKey(t *testing.T) {
 		"unknown key inside docker": {
 			toml: "[policy]\nservices_limit = 2\n\n[docker]\nmemory = \"1g\"\nprivileged = true\n",
 			want: []string{"cfg.toml:6:", `unknown key "docker.privileged"`},
+		},
+		"unknown key written as a dotted key": {
+			toml: "runner_name = \"a\"\ndocker.privileged = true\n",
+			want: []string{"cfg.toml:2:", `unknown key "docker.privileged"`},
+		},
+		"unknown key in an inline table": {
+			toml: "runner_name = \"a\"\ndocker = { privileged = true }\n",
+			want: []string{"cfg.toml:2:", `unknown key "docker.privileged"`},
+		},
+		"unknown key under an indented header": {
+			toml: "[policy]\nservices_limit = 1\n\n  [docker]\n  privileged = true\n",
+			want: []string{"cfg.toml:5:", `unknown key "docker.privileged"`},
 		},
 		"unknown table": {
 			toml: "runner_name = \"a\"\n[kubernetes]\n",
@@ -204,6 +217,7 @@ func TestValidateRules(t *testing.T) {
 		"cpus zero":                   {func(c *Config) { c.Docker.CPUs = "0" }, "docker.cpus"},
 		"cpus too many":               {func(c *Config) { c.Docker.CPUs = "2000" }, "docker.cpus"},
 		"cpus NaN":                    {func(c *Config) { c.Docker.CPUs = "NaN" }, "docker.cpus"},
+		"cpus rounding to zero":       {func(c *Config) { c.Docker.CPUs = "0.0000000001" }, "docker.cpus"},
 		"negative pids_limit":         {func(c *Config) { c.Docker.PidsLimit = -1 }, "docker.pids_limit"},
 		"ulimit without value":        {func(c *Config) { c.Docker.Ulimits = []string{"nofile"} }, "docker.ulimits"},
 		"ulimit soft over hard":       {func(c *Config) { c.Docker.Ulimits = []string{"nofile=2048:1024"} }, "docker.ulimits"},

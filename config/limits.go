@@ -55,7 +55,7 @@ func (d Docker) Limits() (Limits, error) {
 	size("docker.shm_size", d.ShmSize, &l.ShmSize)
 	if d.CPUs != "" {
 		cpus, err := strconv.ParseFloat(d.CPUs, 64)
-		if err != nil || cpus <= 0 || cpus > 1024 {
+		if err != nil || !(cpus >= 0.001 && cpus <= 1024) {
 			errs = append(errs, fmt.Errorf("docker.cpus: %q is not a positive number of CPUs such as \"1.5\"", d.CPUs))
 		} else {
 			l.NanoCPUs = int64(cpus * 1e9)

@@ -71,6 +71,9 @@ func (d *Driver) Configure(ctx context.Context) error {
 		envJobID:     strconv.FormatInt(job.ID, 10),
 		envProjectID: strconv.FormatInt(job.ProjectID, 10),
 	}
+	if job.Image.Name == "" {
+		job.Image.Name = d.Config.Docker.Image
+	}
 	if decision, err := d.Config.Decide(job.Subject(), job.Request()); err == nil {
 		jobEnv[envBackend] = decision.Backend
 	}
@@ -131,6 +134,11 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stageName string) error {
 		Stderr: d.Stderr,
 	})
 	if err != nil {
+		// The fast path did not read the payload; its secrets must be known
+		// before the error is logged.
+		if job, lerr := LoadJob(d.Env); lerr == nil {
+			d.addSecrets(job)
+		}
 		return classify(ctx, fmt.Errorf("stage %s: %w", stageName, err))
 	}
 	if ctx.Err() != nil {
@@ -155,7 +163,8 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 	// Resources are found by label, whatever backend prepare picked; so
 	// every backend the admin allows is asked.
 	names := append([]string{}, d.Config.Policy.AllowedBackends...)
-	spec := &backends.Job{ID: job.ID, ProjectID: job.ProjectID, ProjectPath: job.ProjectPath, Runner: d.Config.RunnerName}
+	spec := &backends.Job{ID: job.ID, ProjectID: job.ProjectID, ProjectPath: job.ProjectPath, Runner: d.Config.RunnerName,
+		BuildsDir: BuildsDir(d.Config, job.ID), CacheDir: CacheDir(d.Config, job.ProjectID)}
 	var errs []error
 	for _, name := range names {
 		backend, err := d.openBackend(name)
@@ -216,6 +225,12 @@ func (d *Driver) open() (*Job, *backends.Job, backends.Backend, error) {
 	}
 	if job.servicesErr != nil {
 		return nil, nil, nil, job.servicesErr
+	}
+	if job.Image.Name == "" {
+		job.Image.Name = d.Config.Docker.Image
+	}
+	if job.Image.Name == "" {
+		return nil, nil, nil, buildErr(errors.New("the job has no image: set `image:` in .gitlab-ci.yml (or ask the runner admin to set docker.image)"))
 	}
 	decision, err := d.Config.Decide(job.Subject(), job.Request())
 	if err != nil {

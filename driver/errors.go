@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/berthci/berth/config"
 )
 
 // Failure classes. Every error a stage returns is classified once, here at
@@ -53,6 +55,11 @@ func classify(ctx context.Context, err error) error {
 	}
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return &Error{Class: ErrCanceled, Err: err}
+	}
+	// A backend refusing what the job asked for is the job's fault.
+	var refusal *config.RefusalError
+	if errors.As(err, &refusal) {
+		return &Error{Class: ErrBuild, Err: err}
 	}
 	return &Error{Class: ErrSystem, Err: err}
 }

@@ -238,7 +238,7 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 	userAliases := make([][]string, len(j.Services))
 	for i, s := range j.Services {
 		for _, alias := range splitAliases(s.Alias) {
-			if !hostnameRe.MatchString(alias) {
+			if len(alias) > 253 || !hostnameRe.MatchString(alias) {
 				return nil, buildErr(fmt.Errorf("service %q: alias %q is not a valid hostname: use letters, digits, '-' and '.', up to 63 characters a label", s.Name, alias))
 			}
 			prev, dup := taken[strings.ToLower(alias)]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 )
 
 // decodeStrict decodes untrusted JSON into v after checking what
@@ -50,7 +51,7 @@ func checkKeys(data []byte, maxDepth int) error {
 		}
 		if top != nil && top.object && top.expect {
 			if key, ok := tok.(string); ok {
-				folded := strings.ToLower(key)
+				folded := foldKey(key)
 				if prev, dup := top.keys[folded]; dup {
 					if prev == key {
 						return fmt.Errorf("duplicate key %q", key)
@@ -76,4 +77,21 @@ func checkKeys(data []byte, maxDepth int) error {
 			stack[len(stack)-1].expect = true
 		}
 	}
+}
+
+// foldKey maps a key to one representative of its case-folding class, the
+// way encoding/json matches names to fields (as bytes.EqualFold does:
+// "ſ" and "s", "K" (Kelvin) and "k" are the same).
+func foldKey(key string) string {
+	var b strings.Builder
+	for _, r := range key {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < least {
+				least = f
+			}
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }

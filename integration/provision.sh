@@ -76,6 +76,7 @@ IMG_DEBIAN=berth-test/debian:12
 IMG_BUSYBOX=berth-test/busybox:latest
 IMG_HELPER=berth-test/helper:latest
 IMG_HTTP=berth-test/http-service:latest
+IMG_DIND=berth-test/dind:latest
 ALL_IMAGES=("${IMG_DEBIAN}" "${IMG_BUSYBOX}" "${IMG_HELPER}" "${IMG_HTTP}")
 RECIPE_LABEL=org.berthci.test.recipe
 
@@ -380,6 +381,7 @@ docker_build() {
 }
 build_helper() { docker_build "$1" "$2" helper.Dockerfile; }
 build_http() { docker_build "$1" "$2" http-service.Dockerfile; }
+build_dind() { docker_build "$1" "$2" dind.Dockerfile; }
 
 ensure_image "${IMG_DEBIAN}" "${DEBIAN_KEY}" build_debian
 ensure_image "${IMG_BUSYBOX}" "${BUSYBOX_KEY}" build_busybox
@@ -398,6 +400,14 @@ HTTP_KEY=$({
 	sha256sum <"${IMAGES_DIR}/http-service.Dockerfile"
 } | sha)
 ensure_image "${IMG_HTTP}" "${HTTP_KEY}" build_http
+
+DIND_KEY=$({
+	echo "dind v1"
+	image_id "${IMG_DEBIAN}"
+	sha256sum <"${IMAGES_DIR}/dind.Dockerfile"
+	sha256sum <"${IMAGES_DIR}/dind-entrypoint.sh"
+} | sha)
+ensure_image "${IMG_DIND}" "${DIND_KEY}" build_dind
 
 # ---------------------------------------------------------------- 4. stand-in
 

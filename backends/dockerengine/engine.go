@@ -45,14 +45,20 @@ type API interface {
 	VolumeRemove(ctx context.Context, volumeID string, force bool) error
 }
 
-// Options are what a backend adds to the shared job setup.
+// Options are what a backend adds to the shared job setup. Every field is
+// optional.
 type Options struct {
-	// JobBinds are extra "host:container[:mode]" binds of the job container,
-	// such as the Docker socket.
-	JobBinds []string
-	// JobEnv are extra KEY=VALUE variables of the job container. The job's
-	// own variables come later, so the job can override them.
-	JobEnv []string
+	// JobBinds returns extra "host:container[:mode]" binds of the job
+	// container, such as the Docker socket.
+	JobBinds func(job *backends.Job) []string
+	// JobEnv returns extra KEY=VALUE variables of the job container. The
+	// job's own variables come later, so the job can override them.
+	JobEnv func(job *backends.Job) []string
+	// BeforeStageContainers runs in Prepare once the network and services
+	// are up, before the job and helper containers are created: the place
+	// for sidecars. It must honour ctx and label what it creates with
+	// job.Labels, so that Cleanup finds it.
+	BeforeStageContainers func(ctx context.Context, job *backends.Job) error
 }
 
 // Engine creates and runs a job's containers on one Docker daemon.
@@ -91,6 +97,16 @@ func New(api API, cfg config.Docker, opts Options, log logrus.FieldLogger) (*Eng
 	}
 	return &Engine{api: api, cfg: cfg, limits: limits, mounts: mounts, opts: opts, log: log}, nil
 }
+
+// API returns the engine's client, for backends that create more than the
+// shared setup.
+func (e *Engine) API() API { return e.api }
+
+// Log returns the job-log logger.
+func (e *Engine) Log() logrus.FieldLogger { return e.log }
+
+// NetworkName is the job network's name.
+func NetworkName(job *backends.Job) string { return networkName(job) }
 
 // Describe returns the daemon's version for the job log.
 func (e *Engine) Describe(ctx context.Context) (string, error) {

@@ -87,6 +87,11 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 	if err := e.startServices(ctx, job, images); err != nil {
 		return err
 	}
+	if e.opts.BeforeStageContainers != nil {
+		if err := e.opts.BeforeStageContainers(ctx, job); err != nil {
+			return err
+		}
+	}
 
 	if e.cfg.UseHelper {
 		if err := e.createStageContainer(ctx, job, RoleHelper, runnerBinary, volumes); err != nil {
@@ -191,9 +196,11 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 		binds = append(binds, runnerBinary+":"+runnerBinaryPath+":ro")
 	}
 	var env []string
-	if role == RoleBuild {
-		binds = append(binds, e.opts.JobBinds...)
-		env = append(env, e.opts.JobEnv...)
+	if role == RoleBuild && e.opts.JobBinds != nil {
+		binds = append(binds, e.opts.JobBinds(job)...)
+	}
+	if role == RoleBuild && e.opts.JobEnv != nil {
+		env = append(env, e.opts.JobEnv(job)...)
 	}
 	env = append(env, job.Env...)
 

@@ -16,6 +16,12 @@ import (
 	"github.com/berthci/berth/config"
 )
 
+// EnsureImage makes an image available on the daemon, like the job's own
+// images. It honours ctx.
+func (e *Engine) EnsureImage(ctx context.Context, job *backends.Job, name string, policies []string) (image.InspectResponse, error) {
+	return e.ensureImage(ctx, job, name, policies)
+}
+
 // ensureImage makes image available on the daemon following the job's pull
 // policies, tried in order, and returns its inspect data.
 func (e *Engine) ensureImage(ctx context.Context, job *backends.Job, name string, policies []string) (image.InspectResponse, error) {

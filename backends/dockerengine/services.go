@@ -175,6 +175,9 @@ func (e *Engine) serviceWarning(id string, svc backends.Service, cause error) st
 	return b.String()
 }
 
+// LogTail returns a container's last log lines, for error messages.
+func (e *Engine) LogTail(id string) string { return e.serviceLogs(id) }
+
 func (e *Engine) serviceLogs(id string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -36,8 +36,9 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	bind := cfg.Socket.HostSocket + ":" + jobSocketPath
 	engine, err := dockerengine.New(cli, cfg.Docker, dockerengine.Options{
-		JobBinds: []string{cfg.Socket.HostSocket + ":" + jobSocketPath},
+		JobBinds: func(*backends.Job) []string { return []string{bind} },
 	}, log)
 	if err != nil {
 		return nil, err

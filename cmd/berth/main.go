@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/berthci/berth/backends/dind"
 	_ "github.com/berthci/berth/backends/socket"
 	"github.com/berthci/berth/config"
 	"github.com/berthci/berth/driver"
@@ -102,6 +103,7 @@ func run(ctx context.Context, args []string) int {
 			Args:  cobra.NoArgs,
 			RunE:  stage(func(d *driver.Driver) error { return d.Cleanup(ctx) }),
 		},
+		dnsForwardCommand(ctx),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print berth's version",
@@ -148,4 +150,22 @@ func exitCode(err error, codes driver.ExitCodes, log *logrus.Logger) int {
 		log.Error(err)
 		return codes.System
 	}
+}
+
+// dnsForwardCommand is the DNS relay that berth runs inside a dind job's
+// network; admins never call it.
+func dnsForwardCommand(ctx context.Context) *cobra.Command {
+	var listen, upstream string
+	cmd := &cobra.Command{
+		Use:    "dns-forward",
+		Short:  "Relay DNS to Docker's embedded resolver (runs in a dind job's relay container)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return dind.ForwardDNS(ctx, listen, upstream)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", ":53", "address to serve on")
+	cmd.Flags().StringVar(&upstream, "upstream", "127.0.0.11:53", "resolver to relay to")
+	return cmd
 }
