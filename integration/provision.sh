@@ -77,6 +77,7 @@ IMG_BUSYBOX=berth-test/busybox:latest
 IMG_HELPER=berth-test/helper:latest
 IMG_HTTP=berth-test/http-service:latest
 IMG_DIND=berth-test/dind:latest
+IMG_REGISTRY=berth-test/registry:latest
 ALL_IMAGES=("${IMG_DEBIAN}" "${IMG_BUSYBOX}" "${IMG_HELPER}" "${IMG_HTTP}")
 RECIPE_LABEL=org.berthci.test.recipe
 
@@ -382,6 +383,20 @@ docker_build() {
 build_helper() { docker_build "$1" "$2" helper.Dockerfile; }
 build_http() { docker_build "$1" "$2" http-service.Dockerfile; }
 build_dind() { docker_build "$1" "$2" dind.Dockerfile; }
+# The registry service image needs the host's registry binary in its context.
+build_registry() {
+	local img=$1 key=$2 ctx blog
+	ctx=$(mktemp -d)
+	cp /usr/bin/docker-registry "${IMAGES_DIR}/registry.Dockerfile" "${IMAGES_DIR}/registry-service.yml" "${ctx}/"
+	blog=$(mktemp)
+	if ! DOCKER_BUILDKIT=0 docker build --pull=false --label "${RECIPE_LABEL}=${key}" \
+		-f "${ctx}/registry.Dockerfile" -t "${img}" "${ctx}" >"${blog}" 2>&1; then
+		sed 's/^/provision: build: /' "${blog}" >&2
+		rm -rf "${blog}" "${ctx}"
+		die "docker build of ${img} failed"
+	fi
+	rm -rf "${blog}" "${ctx}"
+}
 
 ensure_image "${IMG_DEBIAN}" "${DEBIAN_KEY}" build_debian
 ensure_image "${IMG_BUSYBOX}" "${BUSYBOX_KEY}" build_busybox
@@ -408,6 +423,15 @@ DIND_KEY=$({
 	sha256sum <"${IMAGES_DIR}/dind-entrypoint.sh"
 } | sha)
 ensure_image "${IMG_DIND}" "${DIND_KEY}" build_dind
+
+REGISTRY_IMG_KEY=$({
+	echo "registry v1"
+	image_id "${IMG_DEBIAN}"
+	sha256sum </usr/bin/docker-registry
+	sha256sum <"${IMAGES_DIR}/registry.Dockerfile"
+	sha256sum <"${IMAGES_DIR}/registry-service.yml"
+} | sha)
+ensure_image "${IMG_REGISTRY}" "${REGISTRY_IMG_KEY}" build_registry
 
 # ---------------------------------------------------------------- 4. stand-in
 

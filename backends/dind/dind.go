@@ -49,6 +49,10 @@ func init() {
 
 // Backend is the dind backend.
 type Backend struct {
+	// RelayBinary is the static berth binary that runs the job's DNS relay;
+	// empty means the running executable.
+	RelayBinary string
+
 	cfg    *config.Config
 	cli    *client.Client
 	engine *dockerengine.Engine

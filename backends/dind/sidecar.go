@@ -109,12 +109,12 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 		Privileged:  dcfg.Privileged,
 		CapAdd:      dcfg.CapAdd,
 		CapDrop:     dcfg.CapDrop,
-		SecurityOpt: dcfg.SecurityOpt,
 		DNS:         b.cfg.Docker.DNS,
 		DNSSearch:   b.cfg.Docker.DNSSearch,
 		ExtraHosts:  b.cfg.Docker.ExtraHosts,
 	}
 	hc.Devices = devices
+	dockerengine.ApplySecurityOpt(hc, dcfg.SecurityOpt)
 	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {Aliases: p.aliases}}}
 	created, err := api.ContainerCreate(ctx, ccfg, hc, nc, nil, sidecarName(job))
 	if err != nil {
@@ -140,7 +140,10 @@ func port(p *plan) int {
 // startDNSForwarder runs berth's own binary as a DNS relay to Docker's
 // embedded resolver on the job network, and returns its address.
 func (b *Backend) startDNSForwarder(ctx context.Context, job *backends.Job, netName string) (string, error) {
-	self, err := os.Executable()
+	self, err := b.RelayBinary, error(nil)
+	if self == "" {
+		self, err = os.Executable()
+	}
 	if err == nil {
 		self, err = filepath.EvalSymlinks(self)
 	}

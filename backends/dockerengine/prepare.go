@@ -235,7 +235,7 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 	hc.ShmSize = l.ShmSize
 	hc.CapAdd = e.cfg.CapAdd
 	hc.CapDrop = e.cfg.CapDrop
-	hc.SecurityOpt = e.cfg.SecurityOpt
+	ApplySecurityOpt(hc, e.cfg.SecurityOpt)
 	if _, err := e.api.ContainerCreate(ctx, cfg, hc, nil, nil, name); err != nil {
 		return fmt.Errorf("create %s container %q from image %q: %w", role, name, img, err)
 	}
@@ -250,5 +250,19 @@ func (e *Engine) hostConfig(job *backends.Job) *container.HostConfig {
 		DNS:         e.cfg.DNS,
 		DNSSearch:   e.cfg.DNSSearch,
 		ExtraHosts:  e.cfg.ExtraHosts,
+	}
+}
+
+// ApplySecurityOpt sets a container's security options the way the docker
+// CLI does: "systempaths=unconfined" is not an engine option but a request
+// for no masked or read-only /proc and /sys paths.
+func ApplySecurityOpt(hc *container.HostConfig, opts []string) {
+	hc.SecurityOpt = nil
+	for _, o := range opts {
+		if o == "systempaths=unconfined" {
+			hc.MaskedPaths, hc.ReadonlyPaths = []string{}, []string{}
+			continue
+		}
+		hc.SecurityOpt = append(hc.SecurityOpt, o)
 	}
 }
