@@ -269,29 +269,47 @@ func TestDindLayerCache(t *testing.T) {
 }
 
 func TestDindSidecarFailureIsSystemFailureWithLogs(t *testing.T) {
-	// An image without dockerd: the sidecar exits at once.
-	e := dindEnv(t, "")
-	cfg, err := os.ReadFile(e.cfgPath)
-	if err != nil {
-		t.Fatal(err)
+	cases := map[string]struct {
+		from, to string
+		want     []string
+	}{
+		"image without dockerd": {
+			from: `image = "berth-test/dind:latest"`, to: `image = "berth-test/busybox:latest"`,
+			want: []string{"start the DinD sidecar", "dockerd"},
+		},
+		"daemon that exits": {
+			from: `insecure_registries = ["registry:5000"]`, to: `registry_mirrors = ["not a mirror url"]`,
+			want: []string{"DinD sidecar exited", "last log lines", "not a mirror url"},
+		},
 	}
-	cfg = []byte(strings.Replace(string(cfg), `image = "berth-test/dind:latest"`, `image = "berth-test/busybox:latest"`, 1))
-	if err := os.WriteFile(e.cfgPath, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	job := e.job(204)
-	job.ExtraCustomEnv = map[string]string{"BERTH_BACKEND": "dind"}
-	start := time.Now()
-	res := e.run(job)
-	prep, _ := res.Stage("prepare")
-	if res.Failure != "system" || prep.ExitCode != runner.SystemFailureExitCode {
-		t.Fatalf("got failure %q (prepare exit %d), want system; log:\n%s", res.Failure, prep.ExitCode, res.Log)
-	}
-	if !strings.Contains(prep.Output, "DinD sidecar") || !strings.Contains(prep.Output, "last log lines") {
-		t.Errorf("prepare output does not explain:\n%s", prep.Output)
-	}
-	if took := time.Since(start); took > 3*time.Minute {
-		t.Errorf("three failed prepares took %s", took)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := dindEnv(t, "")
+			cfg, err := os.ReadFile(e.cfgPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg = []byte(strings.Replace(string(cfg), tc.from, tc.to, 1))
+			if err := os.WriteFile(e.cfgPath, cfg, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			job := e.job(204)
+			job.ExtraCustomEnv = map[string]string{"BERTH_BACKEND": "dind"}
+			start := time.Now()
+			res := e.run(job)
+			prep, _ := res.Stage("prepare")
+			if res.Failure != "system" || prep.ExitCode != runner.SystemFailureExitCode {
+				t.Fatalf("got failure %q (prepare exit %d), want system; log:\n%s", res.Failure, prep.ExitCode, res.Log)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(prep.Output, want) {
+					t.Errorf("prepare output lacks %q:\n%s", want, prep.Output)
+				}
+			}
+			if took := time.Since(start); took > 3*time.Minute {
+				t.Errorf("three failed prepares took %s", took)
+			}
+		})
 	}
 }
 

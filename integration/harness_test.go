@@ -112,7 +112,7 @@ type options struct {
 	servicesTTL string // wait_for_services_timeout
 }
 
-var runnerCounter atomic.Int64
+var runnerCounter, repoCounter atomic.Int64
 
 // newEnv writes a berth config for a fresh runner name, whose resources are
 // checked to be gone when the test ends.
@@ -245,7 +245,8 @@ func (e *env) assertNoResources() {
 // job by the admin volume, holding files.
 func (e *env) makeRepo(files map[string]string) string {
 	e.t.Helper()
-	work := filepath.Join(e.root, "work")
+	n := repoCounter.Add(1)
+	work := filepath.Join(e.root, fmt.Sprintf("work-%d", n))
 	for name, content := range files {
 		p := filepath.Join(work, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -255,7 +256,7 @@ func (e *env) makeRepo(files map[string]string) string {
 			e.t.Fatal(err)
 		}
 	}
-	bare := filepath.Join(e.gitDir, "project.git")
+	bare := filepath.Join(e.gitDir, fmt.Sprintf("project-%d.git", n))
 	for _, args := range [][]string{
 		{"-C", work, "init", "-q", "-b", "main"},
 		{"-C", work, "add", "-A"},
