@@ -1,0 +1,250 @@
+// Command bench measures berth against the engine floors it is compared
+// with, side by side in one run, and prints a table of medians, minima and
+// maxima with the ratios. It drives the built binary the way gitlab-runner
+// does, through integration/runner, and needs the engines and images of
+// integration/provision.sh.
+//
+//	go run ./integration/bench -runs 5
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+
+	"github.com/berthci/berth/integration/runner"
+)
+
+const tags = "remote exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp"
+
+func main() {
+	runs := flag.Int("runs", 5, "runs per measurement")
+	flag.Parse()
+	if err := run(*runs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct {
+	name, baselineName string
+	berth, baseline    []time.Duration
+}
+
+func run(runs int) error {
+	ctx := context.Background()
+	root, err := os.MkdirTemp("", "berth-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	bin := filepath.Join(root, "berth")
+	build := exec.Command("go", "build", "-tags", tags, "-o", bin, "./cmd/berth")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build berth: %w", err)
+	}
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return err
+	}
+	gitDir := filepath.Join(root, "git")
+	repo, err := makeRepo(root, gitDir)
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(root, "config.toml")
+	cfg := fmt.Sprintf(`builds_dir = %q
+cache_dir = %q
+runner_name = "bench"
+[policy]
+default_backend = "dind"
+allowed_backends = ["dind"]
+[docker]
+helper_image = "berth-test/helper:latest"
+runner_binary = "/usr/local/lib/berth-test/gitlab-runner"
+pull_policy = ["if-not-present"]
+volumes = [%q]
+[dind]
+image = "berth-test/dind:latest"
+privileged = false
+cap_add = ["ALL"]
+cap_drop = ["SYS_RESOURCE"]
+security_opt = ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"]
+layer_cache = "project"
+`, filepath.Join(root, "builds"), filepath.Join(root, "cache"), gitDir+":"+gitDir+":ro")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	emu := &runner.Emulator{Binary: bin, ConfigPath: cfgPath, WorkDir: root, GracefulKillTimeout: 10 * time.Second}
+	defer cleanupCacheVolumes(ctx, cli)
+
+	ready := row{name: "dind: prepare start → authenticated ping", baselineName: "same dockerd cold start in a plain container"}
+	builds := row{name: "dind: warm build (layer cache)", baselineName: "cold build (fresh volume)"}
+	jobID := time.Now().Unix() * 1000
+	for i := range runs {
+		// Readiness: berth's prepare up to the sidecar's TLS ping, which
+		// prepare logs, next to a plain dockerd container's plain ping.
+		jobID++
+		s, err := emu.Start(ctx, &runner.Job{ID: jobID, ProjectID: 1, ProjectPath: "bench/app", Image: runner.Image{Name: "berth-test/busybox:latest"},
+			Variables: []runner.Variable{{Key: "BERTH_DIND_CACHE", Value: "off", Public: true}}, ExtraCustomEnv: map[string]string{"BERTH_DIND_CACHE": "off"}})
+		if err != nil {
+			return err
+		}
+		r := s.Prepare(ctx)
+		s.Cleanup(ctx)
+		if r.ExitCode != 0 {
+			return fmt.Errorf("prepare: %s", r.Output)
+		}
+		d, err := readyTime(r.Output)
+		if err != nil {
+			return err
+		}
+		ready.berth = append(ready.berth, d)
+		base, err := plainDockerdStart(ctx, cli)
+		if err != nil {
+			return err
+		}
+		ready.baseline = append(ready.baseline, base)
+
+		// Builds: a fresh project (cold), then the same project again (warm).
+		for _, warm := range []bool{false, true} {
+			jobID++
+			res, err := emu.RunJob(ctx, &runner.Job{ID: jobID, ProjectID: int64(100 + i), ProjectPath: "bench/app", RepoURL: repo,
+				Image:  runner.Image{Name: "berth-test/debian:12"},
+				Script: []string{"docker load -q -i busybox.tar >/dev/null", "time docker build -q . >/dev/null"}})
+			if err != nil {
+				return err
+			}
+			if res.Failure != "" {
+				return fmt.Errorf("build job failed:\n%s", res.Log)
+			}
+			st, _ := res.Stage("build_script")
+			if warm {
+				builds.berth = append(builds.berth, st.Duration)
+			} else {
+				builds.baseline = append(builds.baseline, st.Duration)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "run %d/%d done\n", i+1, runs)
+	}
+	fmt.Printf("%-44s %8s %8s %8s   %-46s %8s %8s %8s   %6s\n", "berth", "median", "min", "max", "baseline", "median", "min", "max", "ratio")
+	for _, r := range []row{ready, builds} {
+		bm, bmin, bmax := stats(r.berth)
+		lm, lmin, lmax := stats(r.baseline)
+		fmt.Printf("%-44s %7.2fs %7.2fs %7.2fs   %-46s %7.2fs %7.2fs %7.2fs   %5.2fx\n",
+			r.name, bm.Seconds(), bmin.Seconds(), bmax.Seconds(), r.baselineName, lm.Seconds(), lmin.Seconds(), lmax.Seconds(), bm.Seconds()/lm.Seconds())
+	}
+	fmt.Println("(build rows are the whole build_script stage, which includes `docker load` of busybox)")
+	return nil
+}
+
+func readyTime(out string) (time.Duration, error) {
+	for _, line := range strings.Split(out, "\n") {
+		if i := strings.Index(line, "DinD daemon ready at"); i >= 0 {
+			var secs float64
+			if j := strings.Index(line, " in "); j >= 0 {
+				if _, err := fmt.Sscanf(line[j+4:], "%fs", &secs); err == nil {
+					return time.Duration(secs * float64(time.Second)), nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("prepare did not report the DinD readiness time:\n%s", out)
+}
+
+// plainDockerdStart is the floor: the same image's dockerd in a plain
+// container on the default bridge, from create to a ping over TCP.
+func plainDockerdStart(ctx context.Context, cli *client.Client) (time.Duration, error) {
+	name := fmt.Sprintf("berth-bench-plain-dockerd-%d", time.Now().UnixNano())
+	start := time.Now()
+	hc := &container.HostConfig{CapAdd: []string{"ALL"}, CapDrop: []string{"SYS_RESOURCE"},
+		SecurityOpt: []string{"seccomp=unconfined", "apparmor=unconfined"}, MaskedPaths: []string{}, ReadonlyPaths: []string{}}
+	created, err := cli.ContainerCreate(ctx, &container.Config{Image: "berth-test/dind:latest",
+		Cmd: []string{"dockerd", "--host=tcp://0.0.0.0:2375", "--tls=false"}}, hc, nil, nil, name)
+	if err != nil {
+		return 0, err
+	}
+	defer cli.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		return 0, err
+	}
+	inspect, err := cli.ContainerInspect(ctx, created.ID)
+	if err != nil {
+		return 0, err
+	}
+	url := "http://" + net.JoinHostPort(inspect.NetworkSettings.IPAddress, "2375") + "/_ping"
+	hcl := &http.Client{Timeout: time.Second}
+	for time.Since(start) < time.Minute {
+		if resp, err := hcl.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(start), nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("plain dockerd did not answer within a minute")
+}
+
+func cleanupCacheVolumes(ctx context.Context, cli *client.Client) {
+	list, err := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "berth.runner=bench"))})
+	if err != nil {
+		return
+	}
+	for _, v := range list.Volumes {
+		_ = cli.VolumeRemove(ctx, v.Name, true)
+	}
+}
+
+func stats(ds []time.Duration) (median, lo, hi time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[0], s[len(s)-1]
+}
+
+func makeRepo(root, gitDir string) (string, error) {
+	work := filepath.Join(root, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return "", err
+	}
+	dockerfile := "FROM berth-test/busybox:latest\n"
+	for i := range 8 {
+		dockerfile += fmt.Sprintf("RUN dd if=/dev/urandom of=/layer-%d bs=1M count=4 2>/dev/null && sleep 0.5\n", i)
+	}
+	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("docker", "save", "-o", filepath.Join(work, "busybox.tar"), "berth-test/busybox:latest").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("docker save: %v\n%s", err, out)
+	}
+	bare := filepath.Join(gitDir, "app.git")
+	for _, args := range [][]string{
+		{"-C", work, "init", "-q", "-b", "main"},
+		{"-C", work, "add", "-A"},
+		{"-C", work, "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "bench"},
+		{"clone", "-q", "--bare", work, bare},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return "file://" + bare, nil
+}
