@@ -121,7 +121,7 @@ func TestPlan(t *testing.T) {
 		wantCache bool
 	}{
 		"defaults": {
-			job: backends.Job{Services: []backends.Service{{Image: backends.Image{Name: "postgres"}, Aliases: []string{"postgres"}}}},
+			job:     backends.Job{Services: []backends.Service{{Image: backends.Image{Name: "postgres"}, Aliases: []string{"postgres"}}}},
 			wantTLS: true, wantAlias: []string{"docker"}, wantRest: 1,
 		},
 		"dind service is served by the sidecar": {
