@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,12 +9,15 @@ import (
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/backendtest"
+	"github.com/berthci/berth/backends/dind"
 	"github.com/berthci/berth/backends/socket"
 	"github.com/berthci/berth/config"
 )
 
-func TestSocketConformance(t *testing.T) {
-	e := newEnv(t, options{})
+// conformance runs the shared backend suite against the backend that open
+// makes from the env's config.
+func conformance(t *testing.T, e *env, name string, open func(*config.Config, logrus.FieldLogger) (backends.Backend, error)) {
+	t.Helper()
 	cfg, err := config.Load(e.cfgPath, true)
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +26,7 @@ func TestSocketConformance(t *testing.T) {
 	log.SetOutput(testLogWriter{t})
 	backendtest.Run(t, backendtest.Harness{
 		New: func(t *testing.T) backends.Backend {
-			b, err := socket.New(cfg, log)
+			b, err := open(cfg, log)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -33,14 +35,30 @@ func TestSocketConformance(t *testing.T) {
 		Job: func(t *testing.T) *backends.Job {
 			id := jobIDBase + jobCounter.Add(1)
 			return &backends.Job{
-				ID: id, ProjectID: 900, ProjectPath: "group/conformance", Runner: e.runner, Backend: socket.Name,
+				ID: id, ProjectID: 900, ProjectPath: "group/conformance", Runner: e.runner, Backend: name,
 				Image:     backends.Image{Name: busyboxImage, PullPolicies: []string{config.PullIfNotPresent}},
-				BuildsDir: filepath.Join(e.root, "builds", e.runner, "conf", time.Now().Format("150405.000000")),
-				CacheDir:  filepath.Join(e.root, "cache", "conf"),
+				BuildsDir: filepath.Join(e.root, "builds", e.runner, "conformance", time.Now().Format("150405.000000")),
+				CacheDir:  filepath.Join(e.root, "cache", "conformance"),
 				Created:   time.Now(),
 			}
 		},
 		Remaining: func(t *testing.T, job *backends.Job) []string { return e.resources() },
 	})
-	_ = os.RemoveAll(filepath.Join(e.root, "builds"))
+}
+
+func TestSocketConformance(t *testing.T) {
+	conformance(t, newEnv(t, options{}), socket.Name, func(cfg *config.Config, log logrus.FieldLogger) (backends.Backend, error) {
+		return socket.New(cfg, log)
+	})
+}
+
+func TestDindConformance(t *testing.T) {
+	conformance(t, dindEnv(t, ""), dind.Name, func(cfg *config.Config, log logrus.FieldLogger) (backends.Backend, error) {
+		b, err := dind.New(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		b.RelayBinary = berthBinary
+		return b, nil
+	})
 }

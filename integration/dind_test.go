@@ -13,12 +13,8 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
-	"github.com/sirupsen/logrus"
 
 	"github.com/berthci/berth/backends"
-	"github.com/berthci/berth/backends/backendtest"
-	"github.com/berthci/berth/backends/dind"
-	"github.com/berthci/berth/config"
 	"github.com/berthci/berth/integration/runner"
 )
 
@@ -328,33 +324,14 @@ func TestDindServiceOverridesRefused(t *testing.T) {
 	}
 }
 
-func TestDindConformance(t *testing.T) {
-	e := dindEnv(t, "")
-	cfg, err := config.Load(e.cfgPath, true)
-	if err != nil {
-		t.Fatal(err)
+func TestDindInnerMTUFollowsTheJobNetwork(t *testing.T) {
+	e := newEnv(t, options{policyTOML: dindPolicy, extraTOML: "network_mtu = 1400\n" + dindCapabilityCfg})
+	job := e.job(206)
+	job.ExtraCustomEnv = map[string]string{"BERTH_BACKEND": "dind"}
+	job.Script = []string{`docker network inspect bridge --format 'inner-mtu={{index .Options "com.docker.network.driver.mtu"}}'`}
+	res := e.run(job)
+	requireSuccess(t, res)
+	if s, _ := res.Stage("build_script"); !strings.Contains(s.Output, "inner-mtu=1400") {
+		t.Errorf("inner bridge MTU: output:\n%s", s.Output)
 	}
-	log := logrus.New()
-	log.SetOutput(testLogWriter{t})
-	backendtest.Run(t, backendtest.Harness{
-		New: func(t *testing.T) backends.Backend {
-			b, err := dind.New(cfg, log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.RelayBinary = berthBinary
-			return b
-		},
-		Job: func(t *testing.T) *backends.Job {
-			id := jobIDBase + jobCounter.Add(1)
-			return &backends.Job{
-				ID: id, ProjectID: 901, ProjectPath: "group/conformance", Runner: e.runner, Backend: dind.Name,
-				Image:     backends.Image{Name: busyboxImage, PullPolicies: []string{config.PullIfNotPresent}},
-				BuildsDir: filepath.Join(e.root, "builds", e.runner, fmt.Sprint(id)),
-				CacheDir:  filepath.Join(e.root, "cache", "conf"),
-				Created:   time.Now(),
-			}
-		},
-		Remaining: func(t *testing.T, job *backends.Job) []string { return e.resources() },
-	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -33,9 +32,6 @@ const (
 	standinPath  = "/usr/local/lib/berth-test/gitlab-runner"
 )
 
-// BuildTags are the tags berth is built with.
-const BuildTags = "remote exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp"
-
 var (
 	berthBinary string
 	dockerCli   *client.Client
@@ -57,13 +53,8 @@ func testMain(m *testing.M) int {
 	berthBinary = filepath.Join(dir, "berth")
 	_, thisFile, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(thisFile))
-	build := exec.Command("go", "build", "-tags", BuildTags, "-o", berthBinary, "./cmd/berth")
-	build.Dir = root
-	// Static, as released: the dind backend runs it inside the sidecar image.
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build berth:", err)
+	if err := runner.BuildBerth(root, berthBinary); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	dockerCli, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -246,28 +237,11 @@ func (e *env) assertNoResources() {
 func (e *env) makeRepo(files map[string]string) string {
 	e.t.Helper()
 	n := repoCounter.Add(1)
-	work := filepath.Join(e.root, fmt.Sprintf("work-%d", n))
-	for name, content := range files {
-		p := filepath.Join(work, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			e.t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			e.t.Fatal(err)
-		}
+	url, err := runner.MakeRepo(filepath.Join(e.root, fmt.Sprintf("work-%d", n)), filepath.Join(e.gitDir, fmt.Sprintf("project-%d.git", n)), files)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	bare := filepath.Join(e.gitDir, fmt.Sprintf("project-%d.git", n))
-	for _, args := range [][]string{
-		{"-C", work, "init", "-q", "-b", "main"},
-		{"-C", work, "add", "-A"},
-		{"-C", work, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", "test"},
-		{"clone", "-q", "--bare", work, bare},
-	} {
-		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
-			e.t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return "file://" + bare
+	return url
 }
 
 // requireSuccess fails the test unless the job passed.

@@ -28,8 +28,6 @@ import (
 	"github.com/berthci/berth/integration/runner"
 )
 
-const tags = "remote exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp"
-
 func main() {
 	runs := flag.Int("runs", 5, "runs per measurement")
 	flag.Parse()
@@ -52,11 +50,8 @@ func run(runs int) error {
 	}
 	defer os.RemoveAll(root)
 	bin := filepath.Join(root, "berth")
-	build := exec.Command("go", "build", "-tags", tags, "-o", bin, "./cmd/berth")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build berth: %w", err)
+	if err := runner.BuildBerth(".", bin); err != nil {
+		return err
 	}
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
@@ -221,30 +216,18 @@ func stats(ds []time.Duration) (median, lo, hi time.Duration) {
 }
 
 func makeRepo(root, gitDir string) (string, error) {
-	work := filepath.Join(root, "work")
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return "", err
-	}
 	dockerfile := "FROM berth-test/busybox:latest\n"
 	for i := range 8 {
 		dockerfile += fmt.Sprintf("RUN dd if=/dev/urandom of=/layer-%d bs=1M count=4 2>/dev/null && sleep 0.5\n", i)
 	}
-	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		return "", err
-	}
-	if out, err := exec.Command("docker", "save", "-o", filepath.Join(work, "busybox.tar"), "berth-test/busybox:latest").CombinedOutput(); err != nil {
+	tar := filepath.Join(root, "busybox.tar")
+	if out, err := exec.Command("docker", "save", "-o", tar, "berth-test/busybox:latest").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("docker save: %v\n%s", err, out)
 	}
-	bare := filepath.Join(gitDir, "app.git")
-	for _, args := range [][]string{
-		{"-C", work, "init", "-q", "-b", "main"},
-		{"-C", work, "add", "-A"},
-		{"-C", work, "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-q", "-m", "bench"},
-		{"clone", "-q", "--bare", work, bare},
-	} {
-		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
-			return "", fmt.Errorf("git %v: %v\n%s", args, err, out)
-		}
+	image, err := os.ReadFile(tar)
+	if err != nil {
+		return "", err
 	}
-	return "file://" + bare, nil
+	return runner.MakeRepo(filepath.Join(root, "work"), filepath.Join(gitDir, "app.git"),
+		map[string]string{"Dockerfile": dockerfile, "busybox.tar": string(image)})
 }

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -37,10 +36,8 @@ func run(backend, berth string) error {
 	defer os.RemoveAll(root)
 	if berth == "" {
 		berth = filepath.Join(root, "berth")
-		build := exec.Command("go", "build", "-tags", "remote exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp", "-o", berth, "./cmd/berth")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build berth: %w", err)
+		if err := runner.BuildBerth(".", berth); err != nil {
+			return err
 		}
 	}
 	gitDir := filepath.Join(root, "git")
@@ -101,31 +98,9 @@ volumes = [%q]
 }
 
 func makeRepo(root, gitDir string) (string, error) {
-	work := filepath.Join(root, "work")
-	files := map[string]string{
+	return runner.MakeRepo(filepath.Join(root, "work"), filepath.Join(gitDir, "app.git"), map[string]string{
 		"README":                  "Hello from the demo project, checked out by berth's helper container.\n",
 		"Dockerfile":              "FROM berth-test/busybox:latest\nCMD [\"cat\", \"/app/data/message.txt\"]\n",
 		"test/int-00/message.txt": "The seed's bind-mount pattern works: this file came from $CI_PROJECT_DIR/test/int-00.\n",
-	}
-	for name, content := range files {
-		p := filepath.Join(work, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			return "", err
-		}
-	}
-	bare := filepath.Join(gitDir, "app.git")
-	for _, args := range [][]string{
-		{"-C", work, "init", "-q", "-b", "main"},
-		{"-C", work, "add", "-A"},
-		{"-C", work, "-c", "user.name=demo", "-c", "user.email=demo@localhost", "commit", "-q", "-m", "demo"},
-		{"clone", "-q", "--bare", work, bare},
-	} {
-		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
-			return "", fmt.Errorf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return "file://" + bare, nil
+	})
 }
