@@ -89,8 +89,27 @@ type Job struct {
 	// DebugServices streams service logs into the job log.
 	DebugServices bool
 
+	// Policy is what the admin's policy decided for this job on top of the
+	// backend's configuration.
+	Policy JobPolicy
+
 	// Created is when the job's first prepare started.
 	Created time.Time
+}
+
+// JobPolicy carries policy decisions that change a backend's settings for one
+// job. Zero values keep the configuration's.
+type JobPolicy struct {
+	// Memory (bytes) and NanoCPUs are what the job asked for, within the
+	// policy's ceilings.
+	Memory   int64
+	NanoCPUs int64
+	// DindPrivileged overrides [dind] privileged.
+	DindPrivileged *bool
+	// LayerCache overrides [dind] layer_cache.
+	LayerCache string
+	// SocketGuard overrides [socket] guard.
+	SocketGuard *bool
 }
 
 // Image is a container image with the job's entrypoint override.

@@ -38,6 +38,7 @@ type Config struct {
 	Policy Policy `toml:"policy"`
 	Docker Docker `toml:"docker"`
 	Socket Socket `toml:"socket"`
+	Podman Podman `toml:"podman"`
 	Dind   Dind   `toml:"dind"`
 
 	// Path is the file the config was read from, or "" for built-in defaults.
@@ -58,6 +59,9 @@ type Policy struct {
 	AllowedPullPolicies []string `toml:"allowed_pull_policies"`
 	// ServicesLimit caps the number of services a job may start.
 	ServicesLimit int `toml:"services_limit"`
+	// Rules change these values for the jobs they select, by trusted job
+	// data: [[policy.rule]] tables, the first match wins.
+	Rules []Rule `toml:"rule"`
 }
 
 // Docker configures the job containers that the Docker-engine backends
@@ -114,6 +118,16 @@ type Socket struct {
 	// HostSocket is the host's Docker socket that is mounted into the job
 	// container at /var/run/docker.sock.
 	HostSocket string `toml:"host_socket"`
+	// Guard puts berth's guarding proxy between the job and HostSocket
+	// (default true): the job then gets a per-job socket through which it
+	// sees and touches only what it created, and cannot start privileged
+	// containers, bind host paths outside its builds dir or join host
+	// namespaces. false mounts HostSocket itself, which is root on the host.
+	Guard bool `toml:"guard"`
+	// ProxyImage is the image the guarding proxy's container runs from
+	// (berth's own static binary is mounted into it); empty means
+	// docker.helper_image.
+	ProxyImage string `toml:"proxy_image"`
 }
 
 // Duration is a time.Duration written in TOML as a string such as "30s".
@@ -151,7 +165,8 @@ func Default() *Config {
 			WaitForServicesTimeout: Duration{30 * time.Second},
 			StopTimeout:            Duration{2 * time.Second},
 		},
-		Socket: Socket{HostSocket: "/var/run/docker.sock"},
+		Socket: Socket{HostSocket: "/var/run/docker.sock", Guard: true},
+		Podman: defaultPodman(),
 		Dind:   defaultDind(),
 	}
 }
@@ -311,6 +326,11 @@ func (c *Config) Validate() error {
 	if c.Policy.ServicesLimit < 0 {
 		bad("policy.services_limit", "must be 0 or more")
 	}
+	for i := range c.Policy.Rules {
+		if err := c.Policy.Rules[i].validate(i, c.Policy); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(c.Docker.PullPolicy) == 0 {
 		bad("docker.pull_policy", "must name at least one pull policy")
 	}
@@ -334,6 +354,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Dind.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Podman.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Socket.HostSocket == "" || !filepath.IsAbs(c.Socket.HostSocket) {

@@ -103,7 +103,7 @@ func TestParseFullConfig(t *testing.T) {
 		NetworkMTU:             1400,
 		User:                   "1000:1000",
 	}
-	want.Socket = Socket{HostSocket: "/run/docker.sock"}
+	want.Socket = Socket{HostSocket: "/run/docker.sock", Guard: true}
 	want.Path = "full.toml"
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v, want %+v", cfg, want)

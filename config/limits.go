@@ -54,12 +54,11 @@ func (d Docker) Limits() (Limits, error) {
 	size("docker.memory_swap", d.MemorySwap, &l.MemorySwap)
 	size("docker.shm_size", d.ShmSize, &l.ShmSize)
 	if d.CPUs != "" {
-		cpus, err := strconv.ParseFloat(d.CPUs, 64)
-		if err != nil || !(cpus >= 0.001 && cpus <= 1024) {
+		n, err := parseCPUs(d.CPUs)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("docker.cpus: %q is not a positive number of CPUs such as \"1.5\"", d.CPUs))
-		} else {
-			l.NanoCPUs = int64(cpus * 1e9)
 		}
+		l.NanoCPUs = n
 	}
 	if d.PidsLimit < 0 {
 		errs = append(errs, fmt.Errorf("docker.pids_limit: must be 0 (unlimited) or more"))
@@ -151,3 +150,12 @@ func (d Docker) validateLimits() error {
 }
 
 func validGlob(g string) bool { return g != "" && doublestar.ValidatePattern(g) }
+
+// parseCPUs reads a number of CPUs, such as "1.5", in billionths of a CPU.
+func parseCPUs(v string) (int64, error) {
+	cpus, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(cpus >= 0.001 && cpus <= 1024) {
+		return 0, fmt.Errorf("%q is not a number of CPUs from 0.001 to 1024", v)
+	}
+	return int64(cpus * 1e9), nil
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/distribution/reference"
+	"github.com/docker/go-units"
 )
 
 // Request is what a job asks for. Every field is untrusted: whoever can push
@@ -17,12 +18,10 @@ type Request struct {
 	PullPolicies []string // the job image's; empty means the admin default
 	// ServicePullPolicies are the pull policies the services ask for.
 	ServicePullPolicies []string
-}
-
-// Subject identifies the job from trusted data (the job response).
-type Subject struct {
-	ProjectPath string
-	ProjectID   int64
+	// Memory and CPUs are what the job asks for with BERTH_MEMORY and
+	// BERTH_CPUS; "" means the ceiling.
+	Memory string
+	CPUs   string
 }
 
 // Decision is what policy grants a job.
@@ -32,6 +31,17 @@ type Decision struct {
 	PullPolicies []string
 	// DefaultPullPolicies are for images whose job entry sets none.
 	DefaultPullPolicies []string
+	// Rule names the policy rule that applied, "" for none.
+	Rule string
+	// Memory (bytes) and NanoCPUs bound the job's containers; 0 keeps the
+	// docker section's.
+	Memory   int64
+	NanoCPUs int64
+	// DindPrivileged, LayerCache and SocketGuard are the rule's say on
+	// the backends' settings; nil or "" keeps the config's.
+	DindPrivileged *bool
+	LayerCache     string
+	SocketGuard    *bool
 }
 
 // RefusalError is a request that policy does not allow. It is the job's
@@ -56,12 +66,16 @@ func (e *RefusalError) Error() string {
 // It is pure and checks every field, so a refusal happens before anything is
 // created.
 func (c *Config) Decide(subj Subject, req Request) (Decision, error) {
-	p := c.Policy
+	eff := c.PolicyFor(subj)
+	p := eff.Policy
 	project := subj.ProjectPath
 	if project == "" {
 		project = fmt.Sprintf("id %d", subj.ProjectID)
 	}
-	d := Decision{Backend: req.Backend}
+	if eff.Rule != "" {
+		project += fmt.Sprintf(" (policy rule %s)", eff.Rule)
+	}
+	d := Decision{Backend: req.Backend, Rule: eff.Rule, DindPrivileged: eff.DindPrivileged, LayerCache: eff.LayerCache, SocketGuard: eff.SocketGuard}
 	if d.Backend == "" {
 		d.Backend = p.DefaultBackend
 	}
@@ -82,15 +96,22 @@ func (c *Config) Decide(subj Subject, req Request) (Decision, error) {
 	}
 	d.DefaultPullPolicies = c.Docker.PullPolicy
 	d.PullPolicies = c.Docker.PullPolicy
+	var err error
+	if d.Memory, err = requestSize("BERTH_MEMORY", req.Memory, eff.MaxMemory, project); err != nil {
+		return Decision{}, err
+	}
+	if d.NanoCPUs, err = requestCPUs(req.CPUs, eff.MaxNanoCPUs, project); err != nil {
+		return Decision{}, err
+	}
 	for _, pp := range req.ServicePullPolicies {
-		if err := c.checkPullPolicy(pp, project); err != nil {
+		if err := checkPullPolicy(pp, p.AllowedPullPolicies, project); err != nil {
 			return Decision{}, err
 		}
 	}
 	if len(req.PullPolicies) > 0 {
 		d.PullPolicies = nil
 		for _, pp := range req.PullPolicies {
-			if err := c.checkPullPolicy(pp, project); err != nil {
+			if err := checkPullPolicy(pp, p.AllowedPullPolicies, project); err != nil {
 				return Decision{}, err
 			}
 			if !contains(d.PullPolicies, pp) {
@@ -101,12 +122,44 @@ func (c *Config) Decide(subj Subject, req Request) (Decision, error) {
 	return d, nil
 }
 
-func (c *Config) checkPullPolicy(pp, project string) error {
+// requestSize bounds a job's memory request by the ceiling.
+func requestSize(what, v string, ceiling int64, project string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := units.RAMInBytes(v)
+	if err != nil || n <= 0 {
+		return 0, &RefusalError{What: what, Value: v, Project: project, Reason: "not a size such as \"512m\" or \"2g\""}
+	}
+	if ceiling > 0 && n > ceiling {
+		return 0, &RefusalError{What: what, Value: v, Project: project,
+			Reason: fmt.Sprintf("the ceiling is %s; ask for less or ask your runner admin", units.BytesSize(float64(ceiling)))}
+	}
+	return n, nil
+}
+
+// requestCPUs bounds a job's CPU request by the ceiling.
+func requestCPUs(v string, ceiling int64, project string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := parseCPUs(v)
+	if err != nil {
+		return 0, &RefusalError{What: "BERTH_CPUS", Value: v, Project: project, Reason: err.Error()}
+	}
+	if ceiling > 0 && n > ceiling {
+		return 0, &RefusalError{What: "BERTH_CPUS", Value: v, Project: project,
+			Reason: fmt.Sprintf("the ceiling is %g CPUs; ask for less or ask your runner admin", float64(ceiling)/1e9)}
+	}
+	return n, nil
+}
+
+func checkPullPolicy(pp string, allowed []string, project string) error {
 	if !validPullPolicy(pp) {
 		return &RefusalError{What: "pull policy", Value: pp, Project: project,
 			Reason: "unknown pull policy; use always, if-not-present or never"}
 	}
-	if allowed := c.Policy.AllowedPullPolicies; len(allowed) > 0 && !contains(allowed, pp) {
+	if len(allowed) > 0 && !contains(allowed, pp) {
 		return &RefusalError{What: "pull policy", Value: pp, Project: project, Allowed: allowed}
 	}
 	return nil

@@ -76,7 +76,7 @@ func TestDecideGrants(t *testing.T) {
 			if err != nil {
 				t.Fatalf("got %v, want no error", err)
 			}
-			if !reflect.DeepEqual(got, tc.want) {
+			if !reflect.DeepEqual(grants(got), grants(tc.want)) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -205,7 +205,7 @@ func TestDecideEmptyAllowListsAllowEveryImage(t *testing.T) {
 		t.Fatalf("got %v, want no error", err)
 	}
 	want := Decision{Backend: "socket", PullPolicies: []string{PullNever}, DefaultPullPolicies: []string{PullAlways}}
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(grants(got), grants(want)) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
@@ -278,4 +278,9 @@ func TestNormalizeImage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// grants is the part of a decision these tests are about.
+func grants(d Decision) Decision {
+	return Decision{Backend: d.Backend, PullPolicies: d.PullPolicies, DefaultPullPolicies: d.DefaultPullPolicies}
 }

@@ -48,6 +48,8 @@ type Job struct {
 	Backend       string
 	DebugServices bool
 	AuthConfig    string
+	Memory        string
+	CPUs          string
 
 	// servicesErr is why CUSTOM_ENV_CI_JOB_SERVICES could not be read.
 	servicesErr error
@@ -100,6 +102,8 @@ func LoadJob(env Env) (*Job, error) {
 	job.Backend = strings.TrimSpace(custom("BERTH_BACKEND"))
 	job.DebugServices, _ = strconv.ParseBool(custom("CI_DEBUG_SERVICES"))
 	job.AuthConfig = custom("DOCKER_AUTH_CONFIG")
+	job.Memory = strings.TrimSpace(custom("BERTH_MEMORY"))
+	job.CPUs = strings.TrimSpace(custom("BERTH_CPUS"))
 	return job, nil
 }
 
@@ -148,12 +152,12 @@ func parseServicesEnv(raw string) ([]ImageSpec, error) {
 
 // Subject is the trusted identity that policy selects by.
 func (j *Job) Subject() config.Subject {
-	return config.Subject{ProjectPath: j.ProjectPath, ProjectID: j.ProjectID}
+	return config.Subject{ProjectPath: j.ProjectPath, ProjectID: j.ProjectID, Ref: j.Ref, Protected: j.Protected}
 }
 
 // Request is what the job asks of policy.
 func (j *Job) Request() config.Request {
-	req := config.Request{Backend: j.Backend, Image: j.Image.Name, PullPolicies: j.Image.PullPolicy}
+	req := config.Request{Backend: j.Backend, Image: j.Image.Name, PullPolicies: j.Image.PullPolicy, Memory: j.Memory, CPUs: j.CPUs}
 	for _, s := range j.Services {
 		req.Services = append(req.Services, s.Name)
 		req.ServicePullPolicies = append(req.ServicePullPolicies, s.PullPolicy...)
@@ -207,6 +211,8 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 		CacheDir:      CacheDir(cfg, j.ProjectID),
 		DebugServices: j.DebugServices,
 		Created:       time.Now(),
+		Policy: backends.JobPolicy{Memory: d.Memory, NanoCPUs: d.NanoCPUs,
+			DindPrivileged: d.DindPrivileged, LayerCache: d.LayerCache, SocketGuard: d.SocketGuard},
 	}
 	image := j.Image.Name
 	if image == "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/backendtest"
 	"github.com/berthci/berth/backends/dind"
+	_ "github.com/berthci/berth/backends/podman"
 	"github.com/berthci/berth/backends/socket"
 	"github.com/berthci/berth/config"
 )
@@ -48,7 +49,12 @@ func conformance(t *testing.T, e *env, name string, open func(*config.Config, lo
 
 func TestSocketConformance(t *testing.T) {
 	conformance(t, newEnv(t, options{}), socket.Name, func(cfg *config.Config, log logrus.FieldLogger) (backends.Backend, error) {
-		return socket.New(cfg, log)
+		b, err := socket.New(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		b.ProxyBinary = berthBinary
+		return b, nil
 	})
 }
 
@@ -60,5 +66,37 @@ func TestDindConformance(t *testing.T) {
 		}
 		b.RelayBinary = berthBinary
 		return b, nil
+	})
+}
+
+// TestPodmanConformance checks podman's leftovers after each case, in
+// podman as well as in Docker.
+func TestPodmanConformance(t *testing.T) {
+	e, remaining := podmanConformanceEnv(t)
+	cfg, err := config.Load(e.cfgPath, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(testLogWriter{t})
+	backendtest.Run(t, backendtest.Harness{
+		New: func(t *testing.T) backends.Backend {
+			b, err := backends.Open("podman", cfg, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		},
+		Job: func(t *testing.T) *backends.Job {
+			id := jobIDBase + jobCounter.Add(1)
+			return &backends.Job{
+				ID: id, ProjectID: 901, ProjectPath: "group/conformance", Runner: e.runner, Backend: "podman",
+				Image:     backends.Image{Name: busyboxImage, PullPolicies: []string{config.PullIfNotPresent}},
+				BuildsDir: filepath.Join(e.root, "builds", e.runner, "conf", time.Now().Format("150405.000000")),
+				CacheDir:  filepath.Join(e.root, "cache", "conf"),
+				Created:   time.Now(),
+			}
+		},
+		Remaining: func(t *testing.T, job *backends.Job) []string { return append(e.resources(), remaining(t)...) },
 	})
 }

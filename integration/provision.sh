@@ -25,7 +25,8 @@
 #        socket /run/user/<uid>/podman/podman.sock
 #                                    pid /run/berth-test/podman.pid
 #                                    log /var/log/berth-test-podman.log
-#      with the four test images loaded into that user's image store.
+#      with the four test images and berth-test/podman (nested podman) loaded
+#      into that user's image store.
 #
 # Network: only the Debian apt mirror is contacted (apt-get and debootstrap).
 # Daemons are started only when they do not already answer; nothing is ever
@@ -77,6 +78,7 @@ IMG_BUSYBOX=berth-test/busybox:latest
 IMG_HELPER=berth-test/helper:latest
 IMG_HTTP=berth-test/http-service:latest
 IMG_DIND=berth-test/dind:latest
+IMG_PODMAN=berth-test/podman:latest
 IMG_REGISTRY=berth-test/registry:latest
 ALL_IMAGES=("${IMG_DEBIAN}" "${IMG_BUSYBOX}" "${IMG_HELPER}" "${IMG_HTTP}")
 RECIPE_LABEL=org.berthci.test.recipe
@@ -424,6 +426,17 @@ DIND_KEY=$({
 } | sha)
 ensure_image "${IMG_DIND}" "${DIND_KEY}" build_dind
 
+# The podman backend's nested mode runs podman inside a job: an image with
+# podman, buildah and crun (apt from the Debian mirror), loaded into the
+# rootless user's store with the others below.
+build_podman() { docker_build "$1" "$2" podman.Dockerfile; }
+PODMAN_IMG_KEY=$({
+	echo "podman v1"
+	image_id "${IMG_DEBIAN}"
+	sha256sum <"${IMAGES_DIR}/podman.Dockerfile"
+} | sha)
+ensure_image "${IMG_PODMAN}" "${PODMAN_IMG_KEY}" build_podman
+
 REGISTRY_IMG_KEY=$({
 	echo "registry v1"
 	image_id "${IMG_DEBIAN}"
@@ -560,6 +573,26 @@ EOF
 	chown "${POD_USER}:${POD_GID}" "${POD_HOME}/.config/containers/storage.conf"
 	log "podman: wrote ${POD_HOME}/.config/containers/storage.conf"
 fi
+# The local test registry speaks plain HTTP. dockerd trusts 127.0.0.0/8 by
+# itself; podman (and so the job's docker CLI through the podman socket)
+# must be told.
+if write_if_changed "${POD_HOME}/.config/containers/registries.conf" 0644 <<EOF; then
+# Written by berth integration/provision.sh.
+[[registry]]
+location = "${REGISTRY_ADDR}"
+insecure = true
+
+# podman's Docker-compatible /auth (docker login) only skips TLS for
+# "localhost:" addresses, so jobs log in to the test registry by that name.
+[[registry]]
+location = "localhost:${REGISTRY_ADDR##*:}"
+insecure = true
+EOF
+	chown "${POD_USER}:${POD_GID}" "${POD_HOME}/.config/containers/registries.conf"
+	log "podman: wrote ${POD_HOME}/.config/containers/registries.conf"
+	# A running service read the registries at start: restart it below.
+	PODMAN_RELOAD=1
+fi
 POD_STORE=${POD_HOME}/.local/share/containers/storage
 
 install -d -o "${POD_USER}" -g "${POD_GID}" -m 0700 "${POD_XDG}" "${POD_XDG}/podman"
@@ -572,6 +605,16 @@ as_pod() {
 }
 podman_ping() { curl -sf --max-time 3 --unix-socket "${POD_SOCK}" http://d/_ping >/dev/null 2>&1; }
 
+if [[ ${PODMAN_RELOAD:-0} == 1 ]] && podman_ping; then
+	old_pid=$(cat "${PODMAN_PID}" 2>/dev/null || true)
+	if [[ -n ${old_pid} ]] && kill "${old_pid}" 2>/dev/null; then
+		log "podman: stopping the service (pid ${old_pid}) to load the new registries.conf"
+		for _ in $(seq 1 100); do
+			podman_ping || break
+			sleep 0.2
+		done
+	fi
+fi
 if podman_ping; then
 	log "podman: service already answering on ${POD_SOCK}"
 	note "podman: service already running (${POD_SOCK})"
@@ -610,7 +653,7 @@ fi
 
 # Load the test images into the user's store when missing or different
 # (docker save/podman load keeps the image ID, so compare IDs).
-for img in "${ALL_IMAGES[@]}"; do
+for img in "${ALL_IMAGES[@]}" "${IMG_PODMAN}"; do
 	want=$(image_id "${img}")
 	want=${want#sha256:}
 	have=$(as_pod podman image inspect --format '{{.Id}}' "${img}" 2>/dev/null || true)

@@ -338,8 +338,8 @@ func TestSocketPrepareRerunAfterPartialFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cs) != 3 { // service, helper, build
-		t.Errorf("containers after two prepares: got %d, want 3", len(cs))
+	if len(cs) != 4 { // service, helper, build, and the guarded socket's proxy
+		t.Errorf("containers after two prepares: got %d, want 4", len(cs))
 	}
 }
 

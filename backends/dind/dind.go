@@ -85,6 +85,9 @@ type plan struct {
 	override *backends.Service
 	certDir  string
 	cache    bool // the job wants the project's layer cache
+	// privileged runs the sidecar --privileged; else with the [dind]
+	// capability settings.
+	privileged bool
 }
 
 // Prepare creates the job's network and services, then the sidecar, waits
@@ -162,8 +165,16 @@ func (b *Backend) plan(job *backends.Job) (*plan, []backends.Service, error) {
 		}
 		p.tls = false
 	}
-	if v, _ := lookupEnv(job.Env, "BERTH_DIND_CACHE"); b.cfg.Dind.LayerCache == config.LayerCacheProject && !strings.EqualFold(v, "off") {
+	mode := b.cfg.Dind.LayerCache
+	if job.Policy.LayerCache != "" {
+		mode = job.Policy.LayerCache
+	}
+	if v, _ := lookupEnv(job.Env, "BERTH_DIND_CACHE"); mode == config.LayerCacheProject && !strings.EqualFold(v, "off") {
 		p.cache = true
+	}
+	p.privileged = b.cfg.Dind.Privileged
+	if job.Policy.DindPrivileged != nil {
+		p.privileged = *job.Policy.DindPrivileged
 	}
 	return p, rest, nil
 }

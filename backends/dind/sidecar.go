@@ -106,7 +106,7 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 	hc := &container.HostConfig{
 		NetworkMode: container.NetworkMode(netName),
 		Binds:       binds,
-		Privileged:  dcfg.Privileged,
+		Privileged:  p.privileged,
 		CapAdd:      dcfg.CapAdd,
 		CapDrop:     dcfg.CapDrop,
 		DNS:         b.cfg.Docker.DNS,

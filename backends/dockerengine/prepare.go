@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -17,33 +14,6 @@ import (
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/config"
 )
-
-// runnerBinaryPath is where the gitlab-runner binary is mounted, ahead of any
-// copy the image has on PATH.
-const runnerBinaryPath = "/usr/local/bin/gitlab-runner"
-
-// detectShell is the docker executor's shell detection: the stage script
-// arrives on stdin of the first shell found.
-const detectShell = `if [ -x /usr/local/bin/bash ]; then
-	exec /usr/local/bin/bash 
-elif [ -x /usr/bin/bash ]; then
-	exec /usr/bin/bash 
-elif [ -x /bin/bash ]; then
-	exec /bin/bash 
-elif [ -x /usr/local/bin/sh ]; then
-	exec /usr/local/bin/sh 
-elif [ -x /usr/bin/sh ]; then
-	exec /usr/bin/sh 
-elif [ -x /bin/sh ]; then
-	exec /bin/sh 
-elif [ -x /busybox/sh ]; then
-	exec /busybox/sh 
-else
-	echo shell not found
-	exit 1
-fi
-
-`
 
 // Prepare creates the job's network, services and (stopped) job and helper
 // containers. See [backends.Backend.Prepare].
@@ -105,23 +75,7 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 // runnerBinary resolves the host's gitlab-runner binary to mount, or "" for
 // none.
 func (e *Engine) runnerBinary() (string, error) {
-	name := e.cfg.RunnerBinary
-	if name == "" {
-		return "", nil
-	}
-	path := name
-	if !strings.Contains(name, "/") {
-		found, err := exec.LookPath(name)
-		if err != nil {
-			return "", fmt.Errorf("docker.runner_binary %q is not on the host's PATH: install gitlab-runner, set runner_binary to its full path, or set it to \"\" when the helper image has its own", name)
-		}
-		path = found
-	}
-	path, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", fmt.Errorf("docker.runner_binary %q: %w; fix the path in the berth config", name, err)
-	}
-	return path, nil
+	return backends.ResolveRunnerBinary(e.cfg.RunnerBinary)
 }
 
 // pullAll makes the job, helper and service images available, in parallel.
@@ -193,7 +147,7 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 	}
 	binds = append(binds, volumes...)
 	if runnerBinary != "" {
-		binds = append(binds, runnerBinary+":"+runnerBinaryPath+":ro")
+		binds = append(binds, runnerBinary+":"+backends.RunnerBinaryPath+":ro")
 	}
 	var env []string
 	if role == RoleBuild && e.opts.JobBinds != nil {
@@ -208,7 +162,7 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 		Image:        img,
 		Hostname:     job.Name(),
 		Env:          env,
-		Cmd:          []string{"sh", "-c", detectShell},
+		Cmd:          []string{"sh", "-c", backends.DetectShell},
 		Entrypoint:   entrypoint,
 		Labels:       job.Labels(role),
 		OpenStdin:    true,
@@ -228,6 +182,13 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 		MemorySwap: l.MemorySwap,
 		NanoCPUs:   l.NanoCPUs,
 		Ulimits:    l.Ulimits,
+	}
+	// What the job asked for, within the policy's ceilings.
+	if job.Policy.Memory > 0 {
+		hc.Memory = job.Policy.Memory
+	}
+	if job.Policy.NanoCPUs > 0 {
+		hc.NanoCPUs = job.Policy.NanoCPUs
 	}
 	if l.PidsLimit > 0 {
 		hc.PidsLimit = &l.PidsLimit

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
-	"github.com/docker/go-connections/nat"
 
 	"github.com/berthci/berth/backends"
 )
@@ -89,33 +87,16 @@ func (e *Engine) startServices(ctx context.Context, job *backends.Job, images ma
 	return nil
 }
 
-// healthPorts are the TCP ports a service may listen on: HEALTHCHECK_TCP_PORT
-// when the service's variables set it, else the ports the image exposes, at
-// most 20, as with the docker executor.
+// healthPorts are the TCP ports a service may listen on; see
+// [backends.HealthPorts].
 func healthPorts(svc backends.Service, img image.InspectResponse) []int {
-	for i := len(svc.Env) - 1; i >= 0; i-- {
-		key, v, _ := strings.Cut(svc.Env[i], "=")
-		if strings.EqualFold(key, "HEALTHCHECK_TCP_PORT") {
-			if port, err := strconv.Atoi(v); err == nil && port > 0 && port < 65536 {
-				return []int{port}
-			}
+	var exposed []string
+	if img.Config != nil {
+		for p := range img.Config.ExposedPorts {
+			exposed = append(exposed, string(p))
 		}
 	}
-	if img.Config == nil {
-		return nil
-	}
-	var ports []int
-	for p := range img.Config.ExposedPorts {
-		port := nat.Port(p)
-		if port.Proto() == "tcp" && port.Int() > 0 {
-			ports = append(ports, port.Int())
-		}
-	}
-	sort.Ints(ports)
-	if len(ports) > 20 {
-		ports = ports[:20]
-	}
-	return ports
+	return backends.HealthPorts(svc, exposed)
 }
 
 // waitForService polls the service's ports on the job network until one of

@@ -1,9 +1,19 @@
 // Package socket is the socket backend: job containers on the host's Docker
-// engine with the host's Docker socket mounted at /var/run/docker.sock, so
-// the job's containers are siblings on the host daemon.
+// engine with a Docker socket at /var/run/docker.sock, so the job's
+// containers are siblings on the host daemon. By default the socket is
+// berth's guarding proxy (see package dockerproxy), not the host's own.
 package socket
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
 	"github.com/sirupsen/logrus"
 
 	"github.com/berthci/berth/backends"
@@ -24,9 +34,15 @@ func init() {
 }
 
 // Backend is the socket backend. It is the shared Docker engine code with
-// the host socket bound into the job container.
+// a Docker socket bound into the job container.
 type Backend struct {
 	*dockerengine.Engine
+	// ProxyBinary is the static berth binary that runs the job's guarding
+	// proxy; empty means the running executable.
+	ProxyBinary string
+
+	cfg *config.Config
+	cli *client.Client
 }
 
 // New returns a socket backend for the admin config. It does not contact the
@@ -36,12 +52,73 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	bind := cfg.Socket.HostSocket + ":" + jobSocketPath
-	engine, err := dockerengine.New(cli, cfg.Docker, dockerengine.Options{
-		JobBinds: func(*backends.Job) []string { return []string{bind} },
-	}, log)
+	b := &Backend{cfg: cfg, cli: cli}
+	opts := dockerengine.Options{
+		JobBinds: func(job *backends.Job) []string {
+			if b.guarded(job) {
+				return []string{proxySocket(job) + ":" + jobSocketPath}
+			}
+			return []string{cfg.Socket.HostSocket + ":" + jobSocketPath}
+		},
+		BeforeStageContainers: func(ctx context.Context, job *backends.Job) error {
+			if !b.guarded(job) {
+				b.Log().Warn("This job gets the host's Docker socket unguarded ([socket] guard = false or a policy rule): it is root on the host")
+				return nil
+			}
+			return b.startProxy(ctx, job)
+		},
+	}
+	engine, err := dockerengine.New(cli, cfg.Docker, opts, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{Engine: engine}, nil
+	b.Engine = engine
+	return b, nil
+}
+
+// guarded reports whether the job gets the guarding proxy: the policy's say
+// for the job, else [socket] guard.
+func (b *Backend) guarded(job *backends.Job) bool {
+	if job.Policy.SocketGuard != nil {
+		return *job.Policy.SocketGuard
+	}
+	return b.cfg.Socket.Guard
+}
+
+// Cleanup removes the job's containers (the proxy's and everything the job
+// created through it, all found by label), networks, volumes and the images
+// it built through the proxy, and the proxy's socket directory. See
+// [backends.Backend.Cleanup].
+func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
+	// Cleanup cannot know whether prepare guarded the job, so it always
+	// looks for what the proxy leaves.
+	err := errors.Join(b.Engine.Cleanup(ctx, job), b.removeBuiltImages(ctx, job))
+	if job.BuildsDir != "" {
+		if rmErr := os.RemoveAll(proxyDir(job)); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the job's guarded socket directory: %w", rmErr))
+		}
+	}
+	return err
+}
+
+// removeBuiltImages removes the images the job built through the proxy,
+// which carry its labels. An image another job's container still uses
+// stays.
+func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) error {
+	args := filters.NewArgs()
+	for k, v := range job.Selector() {
+		args.Add("label", k+"="+v)
+	}
+	images, err := b.cli.ImageList(ctx, image.ListOptions{All: true, Filters: args})
+	if err != nil {
+		return fmt.Errorf("list the images the job built: %w", err)
+	}
+	var errs []error
+	for _, img := range images {
+		_, err := b.cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("remove image %s the job built: %w", img.ID, err))
+		}
+	}
+	return errors.Join(errs...)
 }

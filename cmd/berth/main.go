@@ -10,12 +10,15 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/berthci/berth/backends/dind"
+	"github.com/berthci/berth/backends/dockerproxy"
+	_ "github.com/berthci/berth/backends/podman"
 	_ "github.com/berthci/berth/backends/socket"
 	"github.com/berthci/berth/config"
 	"github.com/berthci/berth/driver"
@@ -104,6 +107,11 @@ func run(ctx context.Context, args []string) int {
 			RunE:  stage(func(d *driver.Driver) error { return d.Cleanup(ctx) }),
 		},
 		dnsForwardCommand(ctx),
+		dockerProxyCommand(ctx),
+		policyCommand(&stageErr, func() (*config.Config, error) {
+			path, explicit := config.ResolvePath(configPath)
+			return config.Load(path, explicit)
+		}),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print berth's version",
@@ -168,4 +176,61 @@ func dnsForwardCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", ":53", "address to serve on")
 	cmd.Flags().StringVar(&upstream, "upstream", "127.0.0.11:53", "resolver to relay to")
 	return cmd
+}
+
+// dockerProxyCommand is the guarding Docker socket proxy that berth runs in a
+// socket job's proxy container; admins never call it.
+func dockerProxyCommand(ctx context.Context) *cobra.Command {
+	var listen, upstream, buildsDir string
+	var labels []string
+	cmd := &cobra.Command{
+		Use:    "docker-proxy",
+		Short:  "Serve a job's guarded Docker socket (runs in a socket job's proxy container)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg := dockerproxy.Config{BuildsDir: buildsDir, Labels: map[string]string{}}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--label %q: want key=value", l)
+				}
+				cfg.Labels[k] = v
+			}
+			logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+			return dockerproxy.Serve(ctx, cfg, listen, upstream, logf)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "/run/berth-docker/docker.sock", "unix socket to serve the job on")
+	cmd.Flags().StringVar(&upstream, "upstream", "unix:///var/run/docker.sock", "Docker daemon to forward to")
+	cmd.Flags().StringVar(&buildsDir, "builds-dir", "", "the job's builds directory, the only allowed bind source")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "key=value label set on what the job creates (repeatable)")
+	return cmd
+}
+
+// policyCommand is `berth policy explain`, for admins debugging their rules.
+func policyCommand(result *error, load func() (*config.Config, error)) *cobra.Command {
+	var responsePath, backend string
+	explain := &cobra.Command{
+		Use:   "explain --job-response FILE [--backend NAME]",
+		Short: "Show which policy rule a job gets and what it is granted",
+		Long: "Reads a job payload (the JSON gitlab-runner writes to JOB_RESPONSE_FILE) and prints\n" +
+			"the matching [[policy.rule]] and the decision prepare would make. Exits 1 when refused.",
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := load()
+			if err != nil {
+				*result = &driver.Error{Class: driver.ErrSystem, Err: fmt.Errorf("berth config: %w", err)}
+				return nil
+			}
+			*result = driver.Explain(os.Stdout, cfg, responsePath, backend)
+			return nil
+		},
+	}
+	explain.Flags().StringVar(&responsePath, "job-response", "", "job payload JSON file (required)")
+	explain.Flags().StringVar(&backend, "backend", "", "BERTH_BACKEND the job sets (default: from the payload's variables)")
+	_ = explain.MarkFlagRequired("job-response")
+	policy := &cobra.Command{Use: "policy", Short: "Inspect the admin policy"}
+	policy.AddCommand(explain)
+	return policy
 }

@@ -1,0 +1,1058 @@
+// Package dockerproxy is berth's guarding Docker socket proxy: a
+// deny-by-default filter of Docker Engine API requests that lets a job
+// create and touch only its own containers, networks and volumes, and a
+// reverse proxy that serves it on a unix socket in front of the host daemon.
+package dockerproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+
+	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/internal/strictjson"
+)
+
+// RoleJobCreated is the berth.role label of what a job creates through the
+// proxy. Only objects with it (and the job's selector labels) are the job's
+// own.
+const RoleJobCreated = "job-created"
+
+// roleJobNetwork is the role of the job network berth creates, which the
+// job's containers may join but not remove.
+const roleJobNetwork = "network"
+
+// MaxJSONBody caps JSON request bodies.
+const MaxJSONBody = 1 << 20
+
+// maxJSONDepth caps the nesting of JSON request bodies.
+const maxJSONDepth = 32
+
+// minAPIVersion is the oldest API version the proxy forwards: older ones let
+// /containers/{id}/start carry a host config the create check never saw.
+const minAPIVersion = "1.24"
+
+// ErrNotFound is what an [Upstream] returns for an object the daemon does
+// not have.
+var ErrNotFound = errors.New("not found")
+
+// Object is a daemon object's full id and labels.
+type Object struct {
+	ID     string
+	Labels map[string]string
+}
+
+// Upstream looks objects up on the real daemon. Each method honours ctx and
+// returns an error wrapping ErrNotFound when the object does not exist.
+type Upstream interface {
+	Container(ctx context.Context, ref string) (Object, error)
+	Network(ctx context.Context, ref string) (Object, error)
+	Volume(ctx context.Context, name string) (Object, error)
+	// ExecContainer returns the id of the container an exec instance runs in.
+	ExecContainer(ctx context.Context, execID string) (string, error)
+}
+
+// Refusal is a request the proxy does not forward. The server answers it
+// with Status and a JSON {"message": ...} body, which the docker CLI prints.
+type Refusal struct {
+	Status  int
+	Message string
+}
+
+func (r *Refusal) Error() string { return r.Message }
+
+// refuse returns a 403 refusal naming what was refused and why.
+func refuse(format string, args ...any) error {
+	return &Refusal{Status: http.StatusForbidden, Message: "berth guarded Docker socket: " + fmt.Sprintf(format, args...)}
+}
+
+func notFound(format string, args ...any) error {
+	return &Refusal{Status: http.StatusNotFound, Message: "berth guarded Docker socket: " + fmt.Sprintf(format, args...)}
+}
+
+// Config is what the proxy knows of its job, all from trusted flags.
+type Config struct {
+	// BuildsDir is the job's host builds directory, the only place binds
+	// may come from. The proxy must see it at the same path.
+	BuildsDir string
+	// Labels are set on everything the job creates. They must hold
+	// berth.runner, berth.job.id and berth.role=job-created.
+	Labels map[string]string
+}
+
+// Filter decides on requests. It is safe for concurrent use.
+type Filter struct {
+	up        Upstream
+	buildsDir string
+	labels    map[string]string
+	selector  map[string]string
+}
+
+// NewFilter returns the filter for a job.
+func NewFilter(cfg Config, up Upstream) (*Filter, error) {
+	dir := filepath.Clean(cfg.BuildsDir)
+	if !filepath.IsAbs(dir) || dir == "/" {
+		return nil, fmt.Errorf("builds dir %q must be an absolute path below /", cfg.BuildsDir)
+	}
+	if resolved, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = resolved
+	}
+	selector := map[string]string{}
+	for _, k := range []string{backends.LabelRunner, backends.LabelJobID} {
+		v := cfg.Labels[k]
+		if v == "" {
+			return nil, fmt.Errorf("the proxy's labels lack %s", k)
+		}
+		selector[k] = v
+	}
+	if cfg.Labels[backends.LabelRole] != RoleJobCreated {
+		return nil, fmt.Errorf("the proxy's labels must set %s=%s", backends.LabelRole, RoleJobCreated)
+	}
+	labels := map[string]string{}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector}, nil
+}
+
+var versionPrefix = regexp.MustCompile(`^/v([0-9]{1,4})\.([0-9]{1,4})(/.*)$`)
+
+// Check decides on r. It returns nil for a request to forward, after
+// rewriting r in place (labels added, references resolved to full ids, list
+// filters narrowed to the job's own objects), a *Refusal for a request the
+// job may not make, or another error when the daemon could not be asked.
+func (f *Filter) Check(ctx context.Context, r *http.Request) error {
+	if r.URL == nil || r.URL.Opaque != "" || r.URL.RawPath != "" {
+		return refuse("escaped or opaque request paths are not allowed")
+	}
+	p := r.URL.Path
+	if p == "" || p[0] != '/' || path.Clean(p) != p || strings.Contains(p, "\x00") {
+		return refuse("request path %q is not in clean form", p)
+	}
+	prefix := ""
+	if m := versionPrefix.FindStringSubmatch(p); m != nil {
+		major, _ := strconv.Atoi(m[1])
+		minor, _ := strconv.Atoi(m[2])
+		if major < 1 || (major == 1 && minor < 24) {
+			return refuse("API version %s.%s is older than %s; use a newer docker client", m[1], m[2], minAPIVersion)
+		}
+		prefix, p = p[:len(p)-len(m[3])], m[3]
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return refuse("malformed query string: %v", err)
+	}
+	for k, vs := range query {
+		if len(vs) > 1 && k != "t" {
+			return refuse("query parameter %q is repeated", k)
+		}
+	}
+	rq := &request{Request: r, ctx: ctx, f: f, prefix: prefix, query: query}
+	if err := rq.route(strings.Split(p[1:], "/")); err != nil {
+		return err
+	}
+	r.URL.RawQuery = query.Encode()
+	return nil
+}
+
+// request is one request being checked.
+type request struct {
+	*http.Request
+	ctx    context.Context
+	f      *Filter
+	prefix string
+	query  url.Values
+}
+
+func (r *request) setPath(segs ...string) { r.URL.Path = r.prefix + "/" + strings.Join(segs, "/") }
+
+func (r *request) route(segs []string) error {
+	m := r.Method
+	switch segs[0] {
+	case "_ping":
+		if len(segs) == 1 && (m == http.MethodGet || m == http.MethodHead) {
+			return r.noBody()
+		}
+	case "version", "info":
+		if len(segs) == 1 && m == http.MethodGet {
+			return r.noBody()
+		}
+	case "auth":
+		if len(segs) == 1 && m == http.MethodPost {
+			_, err := r.jsonBody()
+			return err
+		}
+	case "containers":
+		return r.containers(segs)
+	case "exec":
+		return r.exec(segs)
+	case "images":
+		return r.images(segs)
+	case "build":
+		if len(segs) == 1 && m == http.MethodPost {
+			return r.build()
+		}
+		return refuse("%s %s is not allowed: only the classic image build (POST /build) is", m, r.URL.Path)
+	case "networks":
+		return r.networks(segs)
+	case "volumes":
+		return r.volumes(segs)
+	case "session", "grpc":
+		return refuse("BuildKit (%s) is not available: build with the classic builder (set DOCKER_BUILDKIT=0)", "/"+segs[0])
+	}
+	return refuse("%s /%s is not allowed: the job may only build, pull, push and run its own containers", m, strings.Join(segs, "/"))
+}
+
+func (r *request) notAllowed() error {
+	return refuse("%s %s is not allowed", r.Method, r.URL.Path)
+}
+
+// hasBody reports whether the request carries a body or may.
+func (r *request) hasBody() bool { return r.ContentLength != 0 || len(r.TransferEncoding) > 0 }
+
+func (r *request) noBody() error {
+	if r.hasBody() {
+		return refuse("%s %s takes no request body", r.Method, r.URL.Path)
+	}
+	return nil
+}
+
+func (r *request) mediaType() string {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return ""
+	}
+	return mt
+}
+
+// jsonBody reads a JSON body that the endpoint requires and checks its
+// keys.
+func (r *request) jsonBody() ([]byte, error) {
+	what := r.Method + " " + r.URL.Path
+	switch {
+	case len(r.TransferEncoding) > 0:
+		return nil, refuse("%s: chunked request bodies are not allowed; send a Content-Length", what)
+	case r.ContentLength == 0:
+		return nil, refuse("%s: the request body is empty; it must be a JSON document", what)
+	case r.ContentLength < 0:
+		return nil, refuse("%s: the request body has no length", what)
+	case r.ContentLength > MaxJSONBody:
+		return nil, refuse("%s: the request body of %d bytes is over the %d byte limit", what, r.ContentLength, MaxJSONBody)
+	case r.mediaType() != "application/json":
+		return nil, refuse("%s: the request body must be application/json, not %q", what, r.Header.Get("Content-Type"))
+	}
+	if r.Body == nil {
+		return nil, refuse("%s: the request body is missing", what)
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+	if err != nil {
+		return nil, fmt.Errorf("read the request body: %w", err)
+	}
+	if int64(len(data)) != r.ContentLength {
+		return nil, refuse("%s: the request body is shorter than its Content-Length", what)
+	}
+	if err := strictjson.CheckKeys(data, maxJSONDepth); err != nil {
+		return nil, refuse("%s: bad JSON body: %v", what, err)
+	}
+	r.setBody(data)
+	return data, nil
+}
+
+// decode reads the JSON body into v.
+func (r *request) decode(v any) error {
+	data, err := r.jsonBody()
+	if err != nil {
+		return err
+	}
+	if err := strictjson.Decode(data, maxJSONDepth, v); err != nil {
+		return refuse("%s %s: bad JSON body: %v", r.Method, r.URL.Path, err)
+	}
+	return nil
+}
+
+// encode replaces the body with v, so the daemon sees exactly what was
+// checked and nothing the Docker API types do not know.
+func (r *request) encode(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode the checked request body: %w", err)
+	}
+	r.setBody(data)
+	return nil
+}
+
+func (r *request) setBody(data []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(data))
+	r.ContentLength = int64(len(data))
+	r.TransferEncoding = nil
+	r.Header.Del("Content-Length")
+	r.Header.Del("Transfer-Encoding")
+}
+
+// tarBody accepts a streamed tar body (build contexts, archives, image
+// loads), chunked or not.
+func (r *request) tarBody() error {
+	if !r.hasBody() {
+		return nil
+	}
+	if mt := r.mediaType(); mt != "application/x-tar" {
+		return refuse("%s %s: the request body must be application/x-tar, not %q", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
+	}
+	return nil
+}
+
+// allowQuery refuses query parameters not in allowed.
+func (r *request) allowQuery(allowed ...string) error {
+	for k := range r.query {
+		if !contains(allowed, k) {
+			return refuse("%s %s: query parameter %q is not allowed", r.Method, r.URL.Path, k)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// matches reports whether labels carry the job's selector.
+func (f *Filter) matches(labels map[string]string) bool {
+	for k, v := range f.selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *Filter) owned(labels map[string]string) bool {
+	return f.matches(labels) && labels[backends.LabelRole] == RoleJobCreated
+}
+
+// ownContainer resolves ref to the full id of a container the job created.
+func (r *request) ownContainer(ref string) (string, error) {
+	if ref == "" {
+		return "", refuse("empty container reference")
+	}
+	obj, err := r.f.up.Container(r.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return "", notFound("No such container: %s", ref)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up container %q: %w", ref, err)
+	}
+	if !r.f.owned(obj.Labels) {
+		return "", refuse("container %q was not created by this job; the job may only use containers it created", ref)
+	}
+	return obj.ID, nil
+}
+
+// usableNetwork checks a network a job container joins: the default bridge,
+// the job's network or one the job created. It returns the reference to
+// forward.
+func (r *request) usableNetwork(ref string) (string, error) {
+	switch ref {
+	case "bridge", "default", "none":
+		return ref, nil
+	case "host":
+		return "", refuse("network %q is not allowed; use the default network or one the job created", ref)
+	}
+	obj, err := r.f.up.Network(r.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return "", notFound("network %s not found", ref)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up network %q: %w", ref, err)
+	}
+	if !r.f.owned(obj.Labels) && !(r.f.matches(obj.Labels) && obj.Labels[backends.LabelRole] == roleJobNetwork) {
+		return "", refuse("network %q does not belong to this job; use the default network or one the job created", ref)
+	}
+	return ref, nil
+}
+
+func (r *request) ownNetwork(ref string) (string, error) {
+	obj, err := r.f.up.Network(r.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return "", notFound("network %s not found", ref)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up network %q: %w", ref, err)
+	}
+	if !r.f.owned(obj.Labels) {
+		return "", refuse("network %q was not created by this job", ref)
+	}
+	return obj.ID, nil
+}
+
+func (r *request) ownVolume(name string) error {
+	obj, err := r.f.up.Volume(r.ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return notFound("volume %q does not exist; create it first with `docker volume create %s` so that berth labels it and removes it with the job", name, name)
+	}
+	if err != nil {
+		return fmt.Errorf("look up volume %q: %w", name, err)
+	}
+	if !r.f.owned(obj.Labels) {
+		return refuse("volume %q was not created by this job", name)
+	}
+	return nil
+}
+
+// withLabels returns user labels without berth's namespace, plus the job's
+// ownership labels: a job cannot forge or drop them.
+func (f *Filter) withLabels(user map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range user {
+		if !strings.HasPrefix(strings.ToLower(k), backends.LabelPrefix) {
+			out[k] = v
+		}
+	}
+	for k, v := range f.labels {
+		out[k] = v
+	}
+	return out
+}
+
+// narrowList adds the job's labels to a list request's filters.
+func (r *request) narrowList() error {
+	args := filters.NewArgs()
+	if raw := r.query.Get("filters"); raw != "" {
+		parsed, err := filters.FromJSON(raw)
+		if err != nil {
+			return refuse("bad filters parameter: %v", err)
+		}
+		args = parsed
+	}
+	keys := make([]string, 0, len(r.f.selector))
+	for k := range r.f.selector {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args.Add("label", k+"="+r.f.selector[k])
+	}
+	args.Add("label", backends.LabelRole+"="+RoleJobCreated)
+	raw, err := filters.ToJSON(args)
+	if err != nil {
+		return fmt.Errorf("encode list filters: %w", err)
+	}
+	r.query.Set("filters", raw)
+	return nil
+}
+
+func (r *request) containers(segs []string) error {
+	m := r.Method
+	if len(segs) == 2 {
+		switch {
+		case segs[1] == "json" && m == http.MethodGet:
+			if err := r.noBody(); err != nil {
+				return err
+			}
+			return r.narrowList()
+		case segs[1] == "create" && m == http.MethodPost:
+			return r.createContainer()
+		case segs[1] == "prune":
+			return refuse("container prune is not allowed; berth removes the job's containers at cleanup")
+		case m == http.MethodDelete:
+			if r.query.Get("link") != "" && r.query.Get("link") != "0" && r.query.Get("link") != "false" {
+				return refuse("removing container links is not allowed")
+			}
+			id, err := r.ownContainer(segs[1])
+			if err != nil {
+				return err
+			}
+			r.setPath("containers", id)
+			return r.noBody()
+		}
+		return r.notAllowed()
+	}
+	if len(segs) < 3 || len(segs) > 4 {
+		return r.notAllowed()
+	}
+	action := strings.Join(segs[2:], "/")
+	type rule struct{ methods, body string }
+	rules := map[string]rule{
+		"json": {"GET", ""}, "top": {"GET", ""}, "logs": {"GET", ""}, "changes": {"GET", ""},
+		"export": {"GET", ""}, "stats": {"GET", ""}, "attach/ws": {"GET", ""},
+		"start": {"POST", ""}, "stop": {"POST", ""}, "restart": {"POST", ""}, "kill": {"POST", ""},
+		"pause": {"POST", ""}, "unpause": {"POST", ""}, "wait": {"POST", ""}, "resize": {"POST", ""},
+		"rename": {"POST", ""}, "attach": {"POST", ""},
+		"update": {"POST", "update"}, "exec": {"POST", "exec"},
+		"archive": {"GET HEAD PUT", "tar"},
+	}
+	rl, ok := rules[action]
+	if !ok || !contains(strings.Fields(rl.methods), m) {
+		return r.notAllowed()
+	}
+	id, err := r.ownContainer(segs[1])
+	if err != nil {
+		return err
+	}
+	segs[1] = id
+	r.setPath(segs...)
+	switch {
+	case rl.body == "update":
+		var upd container.UpdateConfig
+		if err := r.decode(&upd); err != nil {
+			return err
+		}
+		if err := checkResources(&upd.Resources); err != nil {
+			return err
+		}
+		return r.encode(&upd)
+	case rl.body == "exec":
+		var opts container.ExecOptions
+		if err := r.decode(&opts); err != nil {
+			return err
+		}
+		if opts.Privileged {
+			return refuse("privileged exec is not allowed")
+		}
+		return r.encode(&opts)
+	case rl.body == "tar" && m == http.MethodPut:
+		return r.tarBody()
+	}
+	return r.noBody()
+}
+
+func (r *request) exec(segs []string) error {
+	if len(segs) != 3 {
+		return r.notAllowed()
+	}
+	switch {
+	case segs[2] == "json" && r.Method == http.MethodGet:
+	case (segs[2] == "start" || segs[2] == "resize") && r.Method == http.MethodPost:
+	default:
+		return r.notAllowed()
+	}
+	cid, err := r.f.up.ExecContainer(r.ctx, segs[1])
+	if errors.Is(err, ErrNotFound) {
+		return notFound("No such exec instance: %s", segs[1])
+	}
+	if err != nil {
+		return fmt.Errorf("look up exec %q: %w", segs[1], err)
+	}
+	if _, err := r.ownContainer(cid); err != nil {
+		return err
+	}
+	if segs[2] == "start" {
+		var opts container.ExecStartOptions
+		if err := r.decode(&opts); err != nil {
+			return err
+		}
+		return r.encode(&opts)
+	}
+	return r.noBody()
+}
+
+// images are shared host state: the job may pull, build, tag, push, list,
+// inspect and remove them as with the plain socket.
+func (r *request) images(segs []string) error {
+	m := r.Method
+	if len(segs) == 2 {
+		switch {
+		case segs[1] == "json" && m == http.MethodGet, segs[1] == "search" && m == http.MethodGet,
+			segs[1] == "get" && m == http.MethodGet:
+			return r.noBody()
+		case segs[1] == "create" && m == http.MethodPost:
+			if r.query.Get("fromSrc") != "" {
+				return refuse("image import (fromSrc) is not allowed; pull with fromImage")
+			}
+			if r.query.Get("fromImage") == "" {
+				return refuse("image create needs fromImage")
+			}
+			if err := r.allowQuery("fromImage", "tag", "platform", "repo"); err != nil {
+				return err
+			}
+			return r.noBody()
+		case segs[1] == "load" && m == http.MethodPost:
+			return r.tarBody()
+		case segs[1] == "prune":
+			return refuse("image prune is not allowed")
+		}
+	}
+	if len(segs) < 2 {
+		return r.notAllowed()
+	}
+	if m == http.MethodDelete {
+		return r.noBody()
+	}
+	if len(segs) < 3 {
+		return r.notAllowed()
+	}
+	switch last := segs[len(segs)-1]; {
+	case (last == "json" || last == "history" || last == "get") && m == http.MethodGet:
+		return r.noBody()
+	case (last == "push" || last == "tag") && m == http.MethodPost:
+		return r.noBody()
+	}
+	return r.notAllowed()
+}
+
+// buildQuery lists the classic builder's parameters.
+var buildQuery = []string{"t", "q", "remote", "nocache", "rm", "forcerm", "pull", "squash", "isolation",
+	"cpusetcpus", "networkmode", "cpusetmems", "cpushares", "cpuquota", "cpuperiod", "memory", "memswap",
+	"cgroupparent", "shmsize", "dockerfile", "target", "ulimits", "buildargs", "labels", "cachefrom",
+	"session", "platform", "buildid", "version", "outputs", "extrahosts"}
+
+func (r *request) build() error {
+	if err := r.allowQuery(buildQuery...); err != nil {
+		return err
+	}
+	for _, k := range []string{"remote", "cgroupparent", "session", "outputs"} {
+		if v := r.query.Get(k); v != "" && !(k == "outputs" && (v == "[]" || v == "null")) {
+			return refuse("build parameter %s is not allowed", k)
+		}
+	}
+	if v := r.query.Get("version"); v != "" && v != "1" {
+		return refuse("BuildKit builds (version=%s) are not available: build with the classic builder (set DOCKER_BUILDKIT=0)", v)
+	}
+	if v := r.query.Get("isolation"); v != "" && v != "default" {
+		return refuse("build isolation %q is not allowed", v)
+	}
+	if mode := r.query.Get("networkmode"); mode != "" && mode != "default" {
+		if _, err := r.usableNetwork(mode); err != nil {
+			return err
+		}
+	}
+	var labels map[string]string
+	if raw := r.query.Get("labels"); raw != "" {
+		if err := strictjson.Decode([]byte(raw), 2, &labels); err != nil {
+			return refuse("bad labels parameter: %v", err)
+		}
+	}
+	data, err := json.Marshal(r.f.withLabels(labels))
+	if err != nil {
+		return err
+	}
+	r.query.Set("labels", string(data))
+	return r.tarBody()
+}
+
+func (r *request) networks(segs []string) error {
+	m := r.Method
+	switch {
+	case len(segs) == 1 && m == http.MethodGet:
+		if err := r.noBody(); err != nil {
+			return err
+		}
+		return r.narrowList()
+	case len(segs) == 2 && segs[1] == "create" && m == http.MethodPost:
+		return r.createNetwork()
+	case len(segs) == 2 && segs[1] == "prune":
+		return refuse("network prune is not allowed")
+	case len(segs) == 2 && m == http.MethodGet:
+		if contains([]string{"bridge", "default", "none", "host"}, segs[1]) {
+			return refuse("inspecting the shared network %q is not allowed: it lists other jobs' containers", segs[1])
+		}
+		if _, err := r.usableNetwork(segs[1]); err != nil {
+			return err
+		}
+		return r.noBody()
+	case len(segs) == 2 && m == http.MethodDelete:
+		id, err := r.ownNetwork(segs[1])
+		if err != nil {
+			return err
+		}
+		r.setPath("networks", id)
+		return r.noBody()
+	case len(segs) == 3 && m == http.MethodPost && (segs[2] == "connect" || segs[2] == "disconnect"):
+		if _, err := r.usableNetwork(segs[1]); err != nil {
+			return err
+		}
+		if segs[2] == "disconnect" {
+			var opts network.DisconnectOptions
+			if err := r.decode(&opts); err != nil {
+				return err
+			}
+			id, err := r.ownContainer(opts.Container)
+			if err != nil {
+				return err
+			}
+			opts.Container = id
+			return r.encode(&opts)
+		}
+		var opts network.ConnectOptions
+		if err := r.decode(&opts); err != nil {
+			return err
+		}
+		id, err := r.ownContainer(opts.Container)
+		if err != nil {
+			return err
+		}
+		opts.Container = id
+		if opts.EndpointConfig != nil {
+			if len(opts.EndpointConfig.DriverOpts) > 0 {
+				return refuse("endpoint driver options are not allowed")
+			}
+			if err := r.checkLinks(opts.EndpointConfig.Links); err != nil {
+				return err
+			}
+		}
+		return r.encode(&opts)
+	}
+	return r.notAllowed()
+}
+
+func (r *request) createNetwork() error {
+	var req network.CreateRequest
+	if err := r.decode(&req); err != nil {
+		return err
+	}
+	switch {
+	case req.Driver != "" && req.Driver != "bridge":
+		return refuse("network driver %q is not allowed; only bridge networks", req.Driver)
+	case req.Scope != "" && req.Scope != "local":
+		return refuse("network scope %q is not allowed", req.Scope)
+	case req.Ingress || req.ConfigOnly || req.ConfigFrom != nil:
+		return refuse("ingress and config-only networks are not allowed")
+	}
+	for k := range req.Options {
+		if k != "com.docker.network.driver.mtu" {
+			return refuse("network option %q is not allowed", k)
+		}
+	}
+	if req.IPAM != nil && (req.IPAM.Driver != "" && req.IPAM.Driver != "default" || len(req.IPAM.Options) > 0) {
+		return refuse("IPAM drivers and options are not allowed")
+	}
+	req.Labels = r.f.withLabels(req.Labels)
+	return r.encode(&req)
+}
+
+func (r *request) volumes(segs []string) error {
+	m := r.Method
+	switch {
+	case len(segs) == 1 && m == http.MethodGet:
+		if err := r.noBody(); err != nil {
+			return err
+		}
+		return r.narrowList()
+	case len(segs) == 2 && segs[1] == "create" && m == http.MethodPost:
+		var opts volume.CreateOptions
+		if err := r.decode(&opts); err != nil {
+			return err
+		}
+		if opts.Driver != "" && opts.Driver != "local" {
+			return refuse("volume driver %q is not allowed", opts.Driver)
+		}
+		if len(opts.DriverOpts) > 0 {
+			return refuse("volume driver options (%s) are not allowed: they can mount host paths or devices", strings.Join(sortedKeys(opts.DriverOpts), ", "))
+		}
+		if opts.ClusterVolumeSpec != nil {
+			return refuse("cluster volumes are not allowed")
+		}
+		opts.Labels = r.f.withLabels(opts.Labels)
+		return r.encode(&opts)
+	case len(segs) == 2 && segs[1] == "prune":
+		return refuse("volume prune is not allowed")
+	case len(segs) == 2 && (m == http.MethodGet || m == http.MethodDelete):
+		if err := r.ownVolume(segs[1]); err != nil {
+			return err
+		}
+		return r.noBody()
+	}
+	return r.notAllowed()
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (r *request) createContainer() error {
+	if err := r.allowQuery("name", "platform"); err != nil {
+		return err
+	}
+	var req container.CreateRequest
+	if err := r.decode(&req); err != nil {
+		return err
+	}
+	if req.Config == nil {
+		req.Config = &container.Config{}
+	}
+	req.Config.Labels = r.f.withLabels(req.Config.Labels)
+	if req.HostConfig != nil {
+		if err := r.checkHostConfig(req.HostConfig); err != nil {
+			return err
+		}
+	}
+	if req.NetworkingConfig != nil {
+		for name, ep := range req.NetworkingConfig.EndpointsConfig {
+			if _, err := r.usableNetwork(name); err != nil {
+				return err
+			}
+			if ep != nil {
+				if len(ep.DriverOpts) > 0 {
+					return refuse("endpoint driver options on network %q are not allowed", name)
+				}
+				if err := r.checkLinks(ep.Links); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return r.encode(&req)
+}
+
+// checkResources refuses the resource settings that reach host devices or
+// cgroups.
+func checkResources(res *container.Resources) error {
+	switch {
+	case len(res.Devices) > 0:
+		return refuse("devices are not allowed")
+	case len(res.DeviceRequests) > 0:
+		return refuse("device requests (GPUs) are not allowed")
+	case len(res.DeviceCgroupRules) > 0:
+		return refuse("device cgroup rules are not allowed")
+	case res.CgroupParent != "":
+		return refuse("CgroupParent is not allowed")
+	}
+	return nil
+}
+
+var securityOptAllowed = map[string]bool{
+	"no-new-privileges": true, "no-new-privileges=true": true, "no-new-privileges:true": true,
+	"no-new-privileges=false": true, "no-new-privileges:false": true,
+}
+
+func (r *request) checkHostConfig(h *container.HostConfig) error {
+	switch {
+	case h.Privileged:
+		return refuse("privileged containers are not allowed; ask your runner admin for the dind backend")
+	case len(h.CapAdd) > 0:
+		return refuse("adding capabilities (%s) is not allowed", strings.Join(h.CapAdd, ", "))
+	case len(h.VolumesFrom) > 0:
+		return refuse("VolumesFrom is not allowed; mount volumes the job created")
+	case len(h.Sysctls) > 0:
+		return refuse("sysctls are not allowed")
+	case h.MaskedPaths != nil || h.ReadonlyPaths != nil:
+		return refuse("overriding the masked and read-only /proc and /sys paths is not allowed")
+	case h.Runtime != "":
+		return refuse("runtime %q is not allowed; use the default runtime", h.Runtime)
+	case h.UsernsMode != "":
+		return refuse("UsernsMode %q is not allowed", h.UsernsMode)
+	case h.CgroupnsMode != "" && h.CgroupnsMode != "private":
+		return refuse("CgroupnsMode %q is not allowed", h.CgroupnsMode)
+	case h.Cgroup != "":
+		return refuse("Cgroup %q is not allowed", h.Cgroup)
+	case h.VolumeDriver != "":
+		return refuse("volume driver %q is not allowed", h.VolumeDriver)
+	case len(h.StorageOpt) > 0:
+		return refuse("storage options are not allowed")
+	case h.OomScoreAdj < 0:
+		return refuse("a negative OomScoreAdj is not allowed")
+	case h.Isolation != "" && h.Isolation != "default":
+		return refuse("isolation %q is not allowed", h.Isolation)
+	}
+	switch h.LogConfig.Type {
+	case "", "json-file", "local", "none":
+	default:
+		return refuse("log driver %q is not allowed", h.LogConfig.Type)
+	}
+	for _, opt := range h.SecurityOpt {
+		if !securityOptAllowed[opt] {
+			return refuse("security option %q is not allowed (only no-new-privileges)", opt)
+		}
+	}
+	if err := checkResources(&h.Resources); err != nil {
+		return err
+	}
+	switch nm := string(h.NetworkMode); {
+	case contains([]string{"", "default", "bridge", "none"}, nm):
+	case strings.HasPrefix(nm, "container:"):
+		id, err := r.ownContainer(strings.TrimPrefix(nm, "container:"))
+		if err != nil {
+			return err
+		}
+		h.NetworkMode = container.NetworkMode("container:" + id)
+	case nm == "host" || strings.Contains(nm, ":"):
+		return refuse("NetworkMode %q is not allowed; use the default network or one the job created", nm)
+	default:
+		if _, err := r.usableNetwork(nm); err != nil {
+			return err
+		}
+	}
+	mode, err := r.namespaceMode("PidMode", string(h.PidMode), "")
+	if err != nil {
+		return err
+	}
+	h.PidMode = container.PidMode(mode)
+	if mode, err = r.namespaceMode("IpcMode", string(h.IpcMode), "", "none", "private", "shareable"); err != nil {
+		return err
+	}
+	h.IpcMode = container.IpcMode(mode)
+	if h.UTSMode != "" {
+		return refuse("UTSMode %q is not allowed", h.UTSMode)
+	}
+	if err := r.checkLinks(h.Links); err != nil {
+		return err
+	}
+	for i, bind := range h.Binds {
+		checked, err := r.checkBind(bind)
+		if err != nil {
+			return err
+		}
+		h.Binds[i] = checked
+	}
+	for i := range h.Mounts {
+		if err := r.checkMount(&h.Mounts[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// namespaceMode checks a namespace mode: one of plain, or
+// container:<a container of the job's>, which it resolves to the full id.
+func (r *request) namespaceMode(field, mode string, plain ...string) (string, error) {
+	if contains(plain, mode) {
+		return mode, nil
+	}
+	if ref, ok := strings.CutPrefix(mode, "container:"); ok {
+		id, err := r.ownContainer(ref)
+		if err != nil {
+			return "", err
+		}
+		return "container:" + id, nil
+	}
+	return "", refuse("%s %q is not allowed", field, mode)
+}
+
+func (r *request) checkLinks(links []string) error {
+	for _, link := range links {
+		name, _, _ := strings.Cut(link, ":")
+		if _, err := r.ownContainer(strings.TrimPrefix(name, "/")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkBind checks a "source:target[:mode]" bind and returns it with the
+// source resolved.
+func (r *request) checkBind(bind string) (string, error) {
+	parts := strings.Split(bind, ":")
+	switch {
+	case len(parts) == 1:
+		return bind, nil // an anonymous volume, removed with its container
+	case len(parts) > 3:
+		return "", refuse("bind %q has too many fields", bind)
+	}
+	if len(parts) == 3 {
+		for _, opt := range strings.Split(parts[2], ",") {
+			switch opt {
+			case "z", "Z", "shared", "rshared":
+				return "", refuse("bind option %q in %q is not allowed", opt, bind)
+			}
+		}
+	}
+	source := parts[0]
+	if !strings.HasPrefix(source, "/") {
+		if err := r.ownVolume(source); err != nil {
+			return "", err
+		}
+		return bind, nil
+	}
+	resolved, err := r.f.hostPath(source)
+	if err != nil {
+		return "", err
+	}
+	parts[0] = resolved
+	return strings.Join(parts, ":"), nil
+}
+
+func (r *request) checkMount(m *mount.Mount) error {
+	switch m.Type {
+	case mount.TypeBind:
+		resolved, err := r.f.hostPath(m.Source)
+		if err != nil {
+			return err
+		}
+		m.Source = resolved
+		if m.BindOptions != nil {
+			if p := m.BindOptions.Propagation; p == mount.PropagationShared || p == mount.PropagationRShared {
+				return refuse("bind propagation %q is not allowed", p)
+			}
+		}
+	case mount.TypeVolume:
+		if m.VolumeOptions != nil && m.VolumeOptions.DriverConfig != nil {
+			return refuse("volume driver configuration in mounts is not allowed: it can mount host paths or devices")
+		}
+		if m.Source != "" {
+			return r.ownVolume(m.Source)
+		}
+	case mount.TypeTmpfs:
+	default:
+		return refuse("mount type %q is not allowed", m.Type)
+	}
+	return nil
+}
+
+// hostPath checks that a bind source lies in the job's builds dir after
+// cleaning and resolving symlinks, and returns the resolved path. A path
+// whose tail does not exist yet resolves through its deepest existing
+// ancestor (the daemon creates the rest).
+func (f *Filter) hostPath(source string) (string, error) {
+	if !filepath.IsAbs(source) {
+		return "", refuse("bind source %q is not an absolute path", source)
+	}
+	resolved, err := resolveExisting(filepath.Clean(source))
+	if err != nil {
+		return "", refuse("bind source %q cannot be resolved: %v", source, err)
+	}
+	if resolved != f.buildsDir && !strings.HasPrefix(resolved, f.buildsDir+"/") {
+		return "", refuse("bind mount of %q is not allowed: binds must come from the job's builds directory %s", source, f.buildsDir)
+	}
+	return resolved, nil
+}
+
+func resolveExisting(p string) (string, error) {
+	var rest []string
+	for i := 0; i < 4096; i++ {
+		resolved, err := filepath.EvalSymlinks(p)
+		if err == nil {
+			return filepath.Join(append([]string{resolved}, rest...)...), nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		if _, lerr := os.Lstat(p); lerr == nil {
+			return "", fmt.Errorf("%s is a dangling symlink", p)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return "", err
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+		p = parent
+	}
+	return "", errors.New("path too deep")
+}

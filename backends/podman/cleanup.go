@@ -1,0 +1,116 @@
+//go:build remote
+
+package podman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/bindings/network"
+	"github.com/containers/podman/v5/pkg/bindings/volumes"
+
+	"github.com/berthci/berth/backends"
+)
+
+// Cleanup removes the job's containers, then its network, then its volumes,
+// all found by label. See [backends.Backend.Cleanup].
+func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
+	ctx, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	filters := selectorFilters(job)
+	var errs []error
+
+	list, err := containers.List(ctx, new(containers.ListOptions).WithAll(true).WithFilters(filters))
+	if err != nil {
+		return fmt.Errorf("list job containers: %w", err)
+	}
+	var ids, names []string
+	for _, c := range list {
+		if b.owns(job, c.Labels) {
+			ids, names = append(ids, c.ID), append(names, fmt.Sprint(c.Names))
+		}
+	}
+	errs = append(errs, parallel(len(ids), func(i int) error {
+		_, err := containers.Remove(ctx, ids[i], new(containers.RemoveOptions).WithForce(true).WithVolumes(true).WithTimeout(0))
+		// Podman answers 500 where Docker answers 409 when another removal
+		// is already under way; a container that is gone after it is fine.
+		if gone(err) || (code(err) == http.StatusInternalServerError && !b.exists(ctx, ids[i])) {
+			return nil
+		}
+		return fmt.Errorf("remove container %s: %w", names[i], err)
+	}))
+
+	nets, err := network.List(ctx, new(network.ListOptions).WithFilters(filters))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list job networks: %w", err))
+	}
+	var netNames []string
+	for _, n := range nets {
+		if b.owns(job, n.Labels) {
+			netNames = append(netNames, n.Name)
+		}
+	}
+	errs = append(errs, parallel(len(netNames), func(i int) error {
+		_, err := network.Remove(ctx, netNames[i], new(network.RemoveOptions).WithForce(true))
+		if gone(err) {
+			return nil
+		}
+		return fmt.Errorf("remove network %s: %w", netNames[i], err)
+	}))
+
+	vols, err := volumes.List(ctx, new(volumes.ListOptions).WithFilters(filters))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list job volumes: %w", err))
+	}
+	var volNames []string
+	for _, v := range vols {
+		if b.owns(job, v.Labels) {
+			volNames = append(volNames, v.Name)
+		}
+	}
+	errs = append(errs, parallel(len(volNames), func(i int) error {
+		err := volumes.Remove(ctx, volNames[i], new(volumes.RemoveOptions).WithForce(true))
+		if gone(err) {
+			return nil
+		}
+		return fmt.Errorf("remove volume %s: %w", volNames[i], err)
+	}))
+	return errors.Join(errs...)
+}
+
+// owns checks a listed resource's labels against the job's selector, since
+// Podman versions differ in how they combine several label filters.
+func (b *Backend) owns(job *backends.Job, labels map[string]string) bool {
+	for k, v := range job.Selector() {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Backend) exists(ctx context.Context, id string) bool {
+	ok, err := containers.Exists(ctx, id, nil)
+	return err != nil || ok
+}
+
+// parallel runs fn for 0..n-1 at once and joins the errors.
+func parallel(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
