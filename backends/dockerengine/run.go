@@ -39,7 +39,6 @@ func (e *Engine) Run(ctx context.Context, job *backends.Job, stage backends.Stag
 	}
 	defer attach.Close()
 
-	waitCh, waitErrCh := e.api.ContainerWait(ctx, name, container.WaitConditionNextExit)
 	if err := e.api.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
 		return 0, fmt.Errorf("start %q for stage %s: %w", name, stage.Name, err)
 	}
@@ -55,14 +54,18 @@ func (e *Engine) Run(ctx context.Context, job *backends.Job, stage backends.Stag
 		_ = attach.CloseWrite()
 	}()
 
+	// The attach stream ends when the container's process does. Only then
+	// is the exit code asked for: a wait registered before the start can
+	// reach the daemon after a short script has already exited, and would
+	// then wait for an exit that never comes.
+	select {
+	case <-outputDone:
+	case <-ctx.Done():
+		return 0, e.stopStage(name, ctx.Err())
+	}
+	waitCh, waitErrCh := e.api.ContainerWait(ctx, name, container.WaitConditionNotRunning)
 	select {
 	case res := <-waitCh:
-		// The attach stream ends when the container does; drain what is left.
-		select {
-		case <-outputDone:
-		case <-time.After(5 * time.Second):
-			e.log.Warn("the stage's output stream did not end after its container exited; some output may be missing")
-		}
 		if res.Error != nil && res.Error.Message != "" {
 			return 0, fmt.Errorf("wait for %q: %s", name, res.Error.Message)
 		}
