@@ -2,6 +2,7 @@ package backends
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -86,4 +87,22 @@ func HealthPorts(svc Service, exposed []string) []int {
 		ports = ports[:20]
 	}
 	return ports
+}
+
+// SelfBinary returns the static berth binary that berth's own helper
+// containers (the guarding proxy, the DinD DNS relay) run: override when
+// set, else the running executable, with symlinks resolved so that it can
+// be bind-mounted.
+func SelfBinary(override, purpose string) (string, error) {
+	self, err := override, error(nil)
+	if self == "" {
+		self, err = os.Executable()
+	}
+	if err == nil {
+		self, err = filepath.EvalSymlinks(self)
+	}
+	if err != nil {
+		return "", fmt.Errorf("find berth's own binary for %s: %w", purpose, err)
+	}
+	return self, nil
 }

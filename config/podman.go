@@ -23,6 +23,13 @@ type Podman struct {
 	// /var/run/docker.sock, so the job's docker CLI (and podman --remote)
 	// builds and runs images in the same rootless service.
 	JobSocket bool `toml:"job_socket"`
+	// Guard puts berth's guarding proxy between the job and the Podman
+	// socket (default true): the job's socket is then a per-job socket
+	// through which it sees and touches only what it created, with the
+	// same refusals as the socket backend's guard. false mounts the
+	// service's own socket, through which the job sees every container of
+	// the rootless user, and podman --remote works.
+	Guard bool `toml:"guard"`
 	// Nested starts the job container with what podman or buildah inside
 	// it needs: CAP_SYS_ADMIN within the rootless user namespace,
 	// /dev/fuse, AppArmor unconfined and SELinux labels disabled. Never
@@ -31,7 +38,7 @@ type Podman struct {
 }
 
 func defaultPodman() Podman {
-	return Podman{RequireRootless: true, JobSocket: true}
+	return Podman{RequireRootless: true, JobSocket: true, Guard: true}
 }
 
 // SocketPath returns the filesystem path of Socket ("" when it is empty).

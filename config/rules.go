@@ -48,8 +48,9 @@ type Rule struct {
 	// selected jobs.
 	LayerCache string `toml:"layer_cache"`
 	// SocketGuard, when false, gives the socket backend's jobs the host
-	// socket itself instead of the guarding proxy. Keep it for trusted
-	// projects on protected refs.
+	// socket itself, and the podman backend's jobs the service's own
+	// socket, instead of the guarding proxy. Keep it for trusted projects
+	// on protected refs.
 	SocketGuard *bool `toml:"socket_guard"`
 }
 

@@ -10,14 +10,14 @@ import (
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/backendtest"
 	"github.com/berthci/berth/backends/dind"
-	_ "github.com/berthci/berth/backends/podman"
 	"github.com/berthci/berth/backends/socket"
 	"github.com/berthci/berth/config"
 )
 
 // conformance runs the shared backend suite against the backend that open
 // makes from the env's config.
-func conformance(t *testing.T, e *env, name string, open func(*config.Config, logrus.FieldLogger) (backends.Backend, error)) {
+// extra lists leftovers outside Docker.
+func conformance(t *testing.T, e *env, name string, open func(*config.Config, logrus.FieldLogger) (backends.Backend, error), extra ...func(t *testing.T) []string) {
 	t.Helper()
 	cfg, err := config.Load(e.cfgPath, true)
 	if err != nil {
@@ -43,7 +43,13 @@ func conformance(t *testing.T, e *env, name string, open func(*config.Config, lo
 				Created:   time.Now(),
 			}
 		},
-		Remaining: func(t *testing.T, job *backends.Job) []string { return e.resources() },
+		Remaining: func(t *testing.T, job *backends.Job) []string {
+			left := e.resources()
+			for _, more := range extra {
+				left = append(left, more(t)...)
+			}
+			return left
+		},
 	})
 }
 
@@ -72,31 +78,6 @@ func TestDindConformance(t *testing.T) {
 // TestPodmanConformance checks podman's leftovers after each case, in
 // podman as well as in Docker.
 func TestPodmanConformance(t *testing.T) {
-	e, remaining := podmanConformanceEnv(t)
-	cfg, err := config.Load(e.cfgPath, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(testLogWriter{t})
-	backendtest.Run(t, backendtest.Harness{
-		New: func(t *testing.T) backends.Backend {
-			b, err := backends.Open("podman", cfg, log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		},
-		Job: func(t *testing.T) *backends.Job {
-			id := jobIDBase + jobCounter.Add(1)
-			return &backends.Job{
-				ID: id, ProjectID: 901, ProjectPath: "group/conformance", Runner: e.runner, Backend: "podman",
-				Image:     backends.Image{Name: busyboxImage, PullPolicies: []string{config.PullIfNotPresent}},
-				BuildsDir: filepath.Join(e.root, "builds", e.runner, "conf", time.Now().Format("150405.000000")),
-				CacheDir:  filepath.Join(e.root, "cache", "conf"),
-				Created:   time.Now(),
-			}
-		},
-		Remaining: func(t *testing.T, job *backends.Job) []string { return append(e.resources(), remaining(t)...) },
-	})
+	e, open, remaining := podmanConformanceEnv(t)
+	conformance(t, e, "podman", open, remaining)
 }

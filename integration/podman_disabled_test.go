@@ -6,16 +6,20 @@ import (
 	"os"
 	"testing"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/config"
 	"github.com/berthci/berth/integration/runner"
 )
 
 // podmanConformanceEnv stands in when the tests are built without the
 // podman backend: it fails under CI=true, which must build with the tags.
-func podmanConformanceEnv(t *testing.T) (*env, func(t *testing.T) []string) {
+func podmanConformanceEnv(t *testing.T) (*env, func(*config.Config, logrus.FieldLogger) (backends.Backend, error), func(t *testing.T) []string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("the podman tests need -tags %q", runner.BuildTags)
 	}
 	t.Skipf("the podman tests need -tags %q", runner.BuildTags)
-	return nil, nil
+	return nil, nil, nil
 }

@@ -18,6 +18,11 @@ import (
 	"github.com/containers/podman/v5/pkg/bindings/network"
 	"github.com/containers/podman/v5/pkg/bindings/pods"
 	"github.com/containers/podman/v5/pkg/bindings/volumes"
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/podman"
+	"github.com/berthci/berth/config"
 )
 
 // The rootless podman service that provision.sh starts for podUser.
@@ -147,13 +152,22 @@ func (e *env) makePodmanRepo(files map[string]string) string {
 	return url
 }
 
-// podmanConformanceEnv is the env of TestPodmanConformance and a lister of
-// the runner's podman resources.
-func podmanConformanceEnv(t *testing.T) (*env, func(t *testing.T) []string) {
+// podmanConformanceEnv is the env of TestPodmanConformance, the backend's
+// constructor with the guarding proxy run from the built berth binary, and
+// a lister of the runner's podman resources.
+func podmanConformanceEnv(t *testing.T) (*env, func(*config.Config, logrus.FieldLogger) (backends.Backend, error), func(t *testing.T) []string) {
 	t.Helper()
 	e := newPodmanEnv(t, options{})
 	conn := requirePodman(t)
-	return e, func(t *testing.T) []string { return podmanResources(t, conn, e.runner) }
+	open := func(cfg *config.Config, log logrus.FieldLogger) (backends.Backend, error) {
+		b, err := podman.New(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		b.ProxyBinary = berthBinary
+		return b, nil
+	}
+	return e, open, func(t *testing.T) []string { return podmanResources(t, conn, e.runner) }
 }
 
 // requirePodmanImage fails the test when an image provision.sh loads into

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/specgen"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 
@@ -493,5 +494,103 @@ func TestPodmanPullPolicyWithJobCredentials(t *testing.T) {
 	res = e.run(third)
 	if res.Failure != "system" || !strings.Contains(res.Log, "pull policy is \"never\"") {
 		t.Errorf("pull policy never: got failure %q; log:\n%s", res.Failure, res.Log)
+	}
+}
+
+// podmanHostContainer starts a container in the rootless service that no
+// job created, with labels, and removes it when the test ends.
+func podmanHostContainer(t *testing.T, conn context.Context, name string, labels map[string]string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if _, err := containers.Remove(conn, name, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(0)); err != nil {
+			t.Errorf("remove %s: %v", name, err)
+		}
+	})
+	s := specgen.NewSpecGenerator(busyboxImage, false)
+	s.Name = name
+	s.Labels = labels
+	s.Command = []string{"sleep", "600"}
+	s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
+	if _, err := containers.CreateWithSpec(conn, s, nil); err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	if err := containers.Start(conn, name, nil); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+}
+
+// TestPodmanGuardedSocket checks the podman job's guarded socket: every
+// escalation is refused with the guard's message, the container of the
+// rootless user that the job did not create stays untouched, and the job
+// sees only its own containers.
+func TestPodmanGuardedSocket(t *testing.T) {
+	e := newPodmanEnv(t, options{})
+	conn := requirePodman(t)
+	job := e.job(212)
+	foreign := fmt.Sprintf("berth-it-podforeign-%d", job.ID)
+	podmanHostContainer(t, conn, foreign, map[string]string{"berth-it": "foreign"})
+	otherJob := fmt.Sprintf("berth-it-podotherjob-%d", job.ID)
+	podmanHostContainer(t, conn, otherJob, map[string]string{"berth.runner": e.runner, "berth.job.id": "1", "berth.role": "job-created"})
+
+	refusals := []struct{ command, want string }{
+		{"docker run --rm --privileged " + busyboxImage + " true", "privileged containers are not allowed"},
+		{"docker run --rm -v /:/host " + busyboxImage + " ls /host", `bind mount of "/" is not allowed`},
+		{"docker run --rm -v " + podSocket + ":/s " + busyboxImage + " true", "binds must come from the job's builds directory"},
+		{"docker volume create --driver local --opt type=none --opt device=/ --opt o=bind hostroot", "volume driver options (device, o, type) are not allowed"},
+		{"docker exec " + foreign + " true", "was not created by this job"},
+		{"docker rm -f " + foreign, "was not created by this job"},
+		{"docker run --rm --pid host " + busyboxImage + " true", `PidMode "host" is not allowed`},
+		{"docker run --rm --network host " + busyboxImage + " true", `NetworkMode "host" is not allowed`},
+		{"docker run --rm --cap-add SYS_ADMIN " + busyboxImage + " true", "adding capabilities (SYS_ADMIN)"},
+		{"docker run --rm --network container:" + foreign + " " + busyboxImage + " true", "was not created by this job"},
+	}
+	for i, r := range refusals {
+		job.Script = append(job.Script, fmt.Sprintf("if %s; then echo ESCALATED-%d; exit 1; fi", r.command, i))
+	}
+	job.Script = append(job.Script,
+		"docker run -d --name podguard-bg-"+fmt.Sprint(job.ID)+" --label berth.job.id=1 "+busyboxImage+" sleep 600",
+		"echo PS-BEGIN; docker ps -a --format '{{.Names}}'; echo PS-END",
+	)
+	res := e.run(job)
+	requireSuccess(t, res)
+	s, _ := res.Stage("build_script")
+	for _, r := range refusals {
+		if !strings.Contains(s.Output, r.want) {
+			t.Errorf("build_script output lacks the refusal %q", r.want)
+		}
+	}
+	if strings.Contains(s.Output, "\nESCALATED-") {
+		t.Errorf("an escalation went through:\n%s", s.Output)
+	}
+	_, ps, _ := strings.Cut(s.Output, "PS-BEGIN\n")
+	ps, _, _ = strings.Cut(ps, "PS-END")
+	if names := strings.Fields(ps); len(names) != 1 || names[0] != "podguard-bg-"+fmt.Sprint(job.ID) {
+		t.Errorf("docker ps -a in the job: got %v, want only its own container", names)
+	}
+	data, err := containers.Inspect(conn, foreign, nil)
+	if err != nil || !data.State.Running || data.HostConfig.Privileged {
+		t.Errorf("the rootless user's other container was touched: err %v", err)
+	}
+	if ok, _ := containers.Exists(conn, "podguard-bg-"+fmt.Sprint(job.ID), nil); ok {
+		t.Error("the job's detached container outlived cleanup")
+	}
+	if t.Failed() {
+		t.Logf("build_script output:\n%s", s.Output)
+	}
+}
+
+// TestPodmanGuardOff gives the job the service's own socket, where podman
+// --remote's API works too, when the admin turns the guard off.
+func TestPodmanGuardOff(t *testing.T) {
+	e := newPodmanEnv(t, options{}, "guard = false")
+	job := e.job(213)
+	job.Script = []string{
+		`test "$CONTAINER_HOST" = unix:///var/run/docker.sock`,
+		"curl -sf --unix-socket /var/run/docker.sock http://d/v4.0.0/libpod/_ping && echo libpod-api-reachable",
+	}
+	res := e.run(job)
+	requireSuccess(t, res)
+	if s, _ := res.Stage("build_script"); !strings.Contains(s.Output, "libpod-api-reachable") {
+		t.Errorf("output:\n%s", s.Output)
 	}
 }

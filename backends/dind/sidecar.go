@@ -140,15 +140,9 @@ func port(p *plan) int {
 // startDNSForwarder runs berth's own binary as a DNS relay to Docker's
 // embedded resolver on the job network, and returns its address.
 func (b *Backend) startDNSForwarder(ctx context.Context, job *backends.Job, netName string) (string, error) {
-	self, err := b.RelayBinary, error(nil)
-	if self == "" {
-		self, err = os.Executable()
-	}
-	if err == nil {
-		self, err = filepath.EvalSymlinks(self)
-	}
+	self, err := backends.SelfBinary(b.RelayBinary, "the DinD DNS relay")
 	if err != nil {
-		return "", fmt.Errorf("find berth's own binary for the DinD DNS relay: %w", err)
+		return "", err
 	}
 	readOnly := true
 	created, err := b.cli.ContainerCreate(ctx, &container.Config{

@@ -187,6 +187,9 @@ func (r *request) setPath(segs ...string) { r.URL.Path = r.prefix + "/" + string
 
 func (r *request) route(segs []string) error {
 	m := r.Method
+	if segs[0] == "libpod" || (len(segs) > 1 && segs[1] == "libpod") {
+		return refuse("the Podman API (%s) is not available through the guarded socket: use the docker CLI, which speaks the Docker-compatible API, or ask the admin for [podman] guard = false", r.URL.Path)
+	}
 	switch segs[0] {
 	case "_ping":
 		if len(segs) == 1 && (m == http.MethodGet || m == http.MethodHead) {

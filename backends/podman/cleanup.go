@@ -10,10 +10,12 @@ import (
 	"sync"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/bindings/images"
 	"github.com/containers/podman/v5/pkg/bindings/network"
 	"github.com/containers/podman/v5/pkg/bindings/volumes"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerproxy"
 )
 
 // Cleanup removes the job's containers, then its network, then its volumes,
@@ -81,7 +83,43 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 		}
 		return fmt.Errorf("remove volume %s: %w", volNames[i], err)
 	}))
+	errs = append(errs, b.removeBuiltImages(ctx, job), dockerproxy.RemoveJobDir(job))
 	return errors.Join(errs...)
+}
+
+// removeBuiltImages removes the images the job built through its guarded
+// socket, which carry its labels. An image that another container still
+// uses stays.
+func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) error {
+	list, err := images.List(ctx, new(images.ListOptions).WithAll(true).WithFilters(selectorFilters(job)))
+	if err != nil {
+		return fmt.Errorf("list the images the job built: %w", err)
+	}
+	// By name, so that an image with several tags goes without force:
+	// Podman's force would also remove containers of other jobs that use it.
+	var refs []string
+	for _, img := range list {
+		if b.owns(job, img.Labels) {
+			if len(img.RepoTags) > 0 {
+				refs = append(refs, img.RepoTags...)
+			} else {
+				refs = append(refs, img.ID)
+			}
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	_, errs := images.Remove(ctx, refs, new(images.RemoveOptions).WithIgnore(true))
+	for i, err := range errs {
+		if code(err) == http.StatusConflict {
+			errs[i] = nil
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove the images the job built: %w", err)
+	}
+	return nil
 }
 
 // owns checks a listed resource's labels against the job's selector, since

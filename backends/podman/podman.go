@@ -45,6 +45,10 @@ const (
 // Backend is the podman backend. It keeps no state between stages beyond a
 // lazily opened connection.
 type Backend struct {
+	// ProxyBinary is the static berth binary that runs the job's guarding
+	// proxy; empty means the running executable.
+	ProxyBinary string
+
 	cfg    config.Docker
 	podman config.Podman
 	limits config.Limits

@@ -74,6 +74,11 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 	if err := b.startServices(ctx, job, images); err != nil {
 		return err
 	}
+	if b.podman.JobSocket && b.guarded(job) {
+		if err := b.startProxy(ctx, job); err != nil {
+			return err
+		}
+	}
 	if b.cfg.UseHelper {
 		if err := b.createStageContainer(ctx, job, roleHelper, runnerBinary, vols, named); err != nil {
 			return err
@@ -187,8 +192,11 @@ func (b *Backend) createStageContainer(ctx context.Context, job *backends.Job, r
 	if role == roleBuild {
 		s.User = b.cfg.User
 		if b.podman.JobSocket {
-			mounts = append(mounts, bindMount(b.socketPath, jobSocketPath, "rw"))
-			env = append(env, "CONTAINER_HOST=unix://"+jobSocketPath)
+			mounts = append(mounts, bindMount(b.jobSocketSource(job), jobSocketPath, "rw"))
+			if !b.guarded(job) {
+				// The guard serves the Docker-compatible API only.
+				env = append(env, "CONTAINER_HOST=unix://"+jobSocketPath)
+			}
 		}
 		if b.podman.Nested {
 			b.nested(s)
@@ -260,9 +268,7 @@ func (b *Backend) applyLimits(s *specgen.SpecGenerator, asked backends.JobPolicy
 	if l.ShmSize > 0 {
 		s.ShmSize = &l.ShmSize
 	}
-	for _, u := range l.Ulimits {
-		s.Rlimits = append(s.Rlimits, spec.POSIXRlimit{Type: "RLIMIT_" + strings.ToUpper(u.Name), Soft: uint64(u.Soft), Hard: uint64(u.Hard)})
-	}
+	s.Rlimits = append(s.Rlimits, rlimits(l.Ulimits)...)
 	s.CapAdd = append(s.CapAdd, b.cfg.CapAdd...)
 	s.CapDrop = append(s.CapDrop, b.cfg.CapDrop...)
 	for _, opt := range b.cfg.SecurityOpt {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/dockerengine"
+	"github.com/berthci/berth/backends/dockerproxy"
 	"github.com/berthci/berth/config"
 )
 
@@ -56,7 +56,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
 	opts := dockerengine.Options{
 		JobBinds: func(job *backends.Job) []string {
 			if b.guarded(job) {
-				return []string{proxySocket(job) + ":" + jobSocketPath}
+				return []string{dockerproxy.JobSocket(job) + ":" + jobSocketPath}
 			}
 			return []string{cfg.Socket.HostSocket + ":" + jobSocketPath}
 		},
@@ -92,13 +92,7 @@ func (b *Backend) guarded(job *backends.Job) bool {
 func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 	// Cleanup cannot know whether prepare guarded the job, so it always
 	// looks for what the proxy leaves.
-	err := errors.Join(b.Engine.Cleanup(ctx, job), b.removeBuiltImages(ctx, job))
-	if job.BuildsDir != "" {
-		if rmErr := os.RemoveAll(proxyDir(job)); rmErr != nil {
-			err = errors.Join(err, fmt.Errorf("remove the job's guarded socket directory: %w", rmErr))
-		}
-	}
-	return err
+	return errors.Join(b.Engine.Cleanup(ctx, job), b.removeBuiltImages(ctx, job), dockerproxy.RemoveJobDir(job))
 }
 
 // removeBuiltImages removes the images the job built through the proxy,

@@ -1,7 +1,6 @@
 package socket
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -37,12 +36,5 @@ func TestGuarded(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
-	}
-}
-
-func TestProxySocketIsOutsideTheBuildsDir(t *testing.T) {
-	job := &backends.Job{BuildsDir: "/builds/r1/42"}
-	if got := proxySocket(job); strings.HasPrefix(got, job.BuildsDir+"/") || got != "/builds/r1/42.docker-proxy/docker.sock" {
-		t.Errorf("got %q, want /builds/r1/42.docker-proxy/docker.sock, next to the builds dir", got)
 	}
 }

@@ -1,0 +1,115 @@
+package dockerproxy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/berthci/berth/backends"
+)
+
+// A job's proxy runs in a container of its own, from berth's static binary
+// mounted into any image, with the engine's socket and the job's builds dir
+// (read-only) mounted in. It serves the job's socket in a host directory
+// that the job container mounts. This file is that layout, shared by the
+// backends that give a job a guarded socket.
+
+// RoleProxy is the berth.role of a job's proxy container.
+const RoleProxy = "docker-proxy"
+
+// Paths inside the proxy container.
+const (
+	BinaryPath   = "/berth"
+	ListenDir    = "/run/berth-docker"
+	UpstreamPath = "/var/run/host-docker.sock"
+)
+
+// readyTimeout bounds the wait for the proxy's first answer.
+const readyTimeout = 30 * time.Second
+
+// JobDir is the job's host directory for its guarded socket: next to the
+// builds dir, not in it, so that the job can neither replace the socket nor
+// bind-mount the directory through the proxy.
+func JobDir(job *backends.Job) string { return job.BuildsDir + ".docker-proxy" }
+
+// JobSocket is the job's guarded socket on the host.
+func JobSocket(job *backends.Job) string { return filepath.Join(JobDir(job), "docker.sock") }
+
+// ContainerName is the name of the job's proxy container.
+func ContainerName(job *backends.Job) string { return job.Name() + "-docker-proxy" }
+
+// Command is the proxy container's command, after the entrypoint
+// BinaryPath: it labels what the job creates with the job's labels.
+func Command(job *backends.Job) []string {
+	labels := job.Labels(RoleJobCreated)
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	cmd := []string{"docker-proxy", "--listen", ListenDir + "/docker.sock", "--upstream", "unix://" + UpstreamPath, "--builds-dir", job.BuildsDir}
+	for _, k := range keys {
+		cmd = append(cmd, "--label", k+"="+labels[k])
+	}
+	return cmd
+}
+
+// Bind is one bind mount of the proxy container.
+type Bind struct {
+	Source, Target string
+	ReadOnly       bool
+}
+
+// Binds are the proxy container's mounts: berth's binary self, the
+// engine's socket, the job's socket directory and its builds dir.
+func Binds(job *backends.Job, self, engineSocket string) []Bind {
+	return []Bind{
+		{Source: self, Target: BinaryPath, ReadOnly: true},
+		{Source: engineSocket, Target: UpstreamPath},
+		{Source: JobDir(job), Target: ListenDir},
+		{Source: job.BuildsDir, Target: job.BuildsDir, ReadOnly: true},
+	}
+}
+
+// MakeJobDir creates the job's socket directory afresh, owned by uid:gid
+// when uid >= 0 (the rootless user that runs the proxy).
+func MakeJobDir(job *backends.Job, uid, gid int) error {
+	dir := JobDir(job)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove the job's old guarded socket directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create the job's guarded socket directory: %w", err)
+	}
+	if uid >= 0 {
+		if err := os.Lchown(dir, uid, gid); err != nil {
+			return fmt.Errorf("give the job's guarded socket directory to uid %d: %w", uid, err)
+		}
+	}
+	return nil
+}
+
+// RemoveJobDir removes the job's socket directory, if any.
+func RemoveJobDir(job *backends.Job) error {
+	if job.BuildsDir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(JobDir(job)); err != nil {
+		return fmt.Errorf("remove the job's guarded socket directory: %w", err)
+	}
+	return nil
+}
+
+// WaitJobReady returns once the job's socket answers, or fails naming
+// where to look (logsHint, e.g. "docker logs NAME").
+func WaitJobReady(ctx context.Context, job *backends.Job, logsHint string) error {
+	ready, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := WaitReady(ready, JobSocket(job)); err != nil {
+		return fmt.Errorf("%w; see `%s`", err, logsHint)
+	}
+	return nil
+}

@@ -1,0 +1,27 @@
+package dockerproxy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berthci/berth/backends"
+)
+
+func TestJobSocketIsOutsideTheBuildsDir(t *testing.T) {
+	job := &backends.Job{BuildsDir: "/builds/r1/42"}
+	if got := JobSocket(job); strings.HasPrefix(got, job.BuildsDir+"/") || got != "/builds/r1/42.docker-proxy/docker.sock" {
+		t.Errorf("got %q, want /builds/r1/42.docker-proxy/docker.sock, next to the builds dir", got)
+	}
+}
+
+func TestCommandCarriesTheJobLabelsInOrder(t *testing.T) {
+	job := &backends.Job{ID: 42, ProjectID: 7, Runner: "r1", BuildsDir: "/builds/r1/42", Backend: "podman"}
+	cmd := Command(job)
+	if cmd[0] != "docker-proxy" || !slices.Contains(cmd, "--builds-dir") || !slices.Contains(cmd, "berth.role="+RoleJobCreated) || !slices.Contains(cmd, "berth.job.id=42") {
+		t.Fatalf("command lacks the job's settings: %q", cmd)
+	}
+	if again := Command(job); !slices.Equal(cmd, again) {
+		t.Errorf("command is not stable: %q then %q", cmd, again)
+	}
+}
