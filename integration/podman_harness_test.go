@@ -65,14 +65,21 @@ func requirePodman(t *testing.T) context.Context {
 
 // newPodmanEnv is newEnv with the podman backend as the only one, and a
 // check that the runner leaves nothing in podman either. podmanKeys are
-// extra lines of the [podman] section.
+// extra lines of the [podman] section; one that sets socket replaces the
+// test service's.
 func newPodmanEnv(t *testing.T, o options, podmanKeys ...string) *env {
 	t.Helper()
 	conn := requirePodman(t)
 	if o.policyTOML == "" {
 		o.policyTOML = "default_backend = \"podman\"\nallowed_backends = [\"podman\"]\n"
 	}
-	o.extraTOML += fmt.Sprintf("\n[podman]\nsocket = %q\n%s\n", "unix://"+podSocket, strings.Join(podmanKeys, "\n"))
+	socketKey := fmt.Sprintf("socket = %q\n", "unix://"+podSocket)
+	for _, k := range podmanKeys {
+		if strings.HasPrefix(k, "socket") {
+			socketKey = ""
+		}
+	}
+	o.extraTOML += fmt.Sprintf("\n[podman]\n%s%s\n", socketKey, strings.Join(podmanKeys, "\n"))
 	e := newEnv(t, o)
 	// The rootless service's user mounts the builds dir and the admin's git
 	// volume from under this root.

@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/specgen"
 	"github.com/docker/docker/api/types/image"
@@ -592,5 +595,67 @@ func TestPodmanGuardOff(t *testing.T) {
 	requireSuccess(t, res)
 	if s, _ := res.Stage("build_script"); !strings.Contains(s.Output, "libpod-api-reachable") {
 		t.Errorf("output:\n%s", s.Output)
+	}
+}
+
+// TestPodmanServiceMissingIsSystemFailure points berth at a socket that
+// does not exist: prepare is a system failure that says what to start.
+func TestPodmanServiceMissingIsSystemFailure(t *testing.T) {
+	e := newPodmanEnv(t, options{}, `socket = "unix:///run/user/4242/podman/podman.sock"`)
+	res := e.run(e.job(214))
+	prep, _ := res.Stage("prepare")
+	if res.Failure != "system" {
+		t.Errorf("got failure %q, want system", res.Failure)
+	}
+	for _, want := range []string{"/run/user/4242/podman/podman.sock", "systemctl --user enable --now podman.socket"} {
+		if !strings.Contains(prep.Output, want) {
+			t.Errorf("prepare output lacks %q:\n%s", want, prep.Output)
+		}
+	}
+}
+
+// TestPodmanRootfulServiceRefused runs a rootful podman service (root's,
+// started by this test and stopped by its pid) and points berth at it
+// with require_rootless = true, the default: prepare is a system failure
+// naming the setting, and nothing is created in that service.
+func TestPodmanRootfulServiceRefused(t *testing.T) {
+	requirePodman(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "podman.sock")
+	cmd := exec.Command("podman", "system", "service", "--time=0", "unix://"+sock)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start a rootful podman service: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	waitFor(t, 30*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
+
+	e := newPodmanEnv(t, options{}, fmt.Sprintf("socket = %q", "unix://"+sock))
+	res := e.run(e.job(215))
+	prep, _ := res.Stage("prepare")
+	if res.Failure != "system" {
+		t.Errorf("got failure %q, want system", res.Failure)
+	}
+	for _, want := range []string{"runs as root but [podman] require_rootless is true", "systemctl --user enable --now podman.socket"} {
+		if !strings.Contains(prep.Output, want) {
+			t.Errorf("prepare output lacks %q:\n%s", want, prep.Output)
+		}
+	}
+	root, err := bindings.NewConnection(context.Background(), "unix://"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := podmanResources(t, root, e.runner); len(left) > 0 {
+		t.Errorf("berth created %v in the rootful service", left)
 	}
 }

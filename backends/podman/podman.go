@@ -117,17 +117,24 @@ func (b *Backend) conn(ctx context.Context) (context.Context, error) {
 		if err != nil {
 			return nil, fmt.Errorf("connect to podman at %s: %w; %s", b.socketPath, err, startHint)
 		}
-		info, err := system.Info(withConn{ctx, connCtx}, nil)
-		if err != nil {
-			return nil, fmt.Errorf("query podman at %s: %w; %s", b.socketPath, err, startHint)
-		}
-		if b.podman.RequireRootless && !info.Host.Security.Rootless {
-			return nil, fmt.Errorf("podman at %s runs as root but [podman] require_rootless is true: point [podman] socket at a rootless service (systemctl --user enable --now podman.socket as the runner user)", b.socketPath)
-		}
 		b.connCtx = connCtx
 		b.owner = owner{uid: int(st.Uid), gid: int(st.Gid)}
 	}
 	return withConn{ctx, b.connCtx}, nil
+}
+
+// checkService refuses a rootful service when the admin demands rootless.
+// Prepare calls it; the later stages of the job trust that check, since
+// podman's info query costs most of a second.
+func (b *Backend) checkService(ctx context.Context) error {
+	info, err := system.Info(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("query podman at %s: %w; %s", b.socketPath, err, startHint)
+	}
+	if b.podman.RequireRootless && !info.Host.Security.Rootless {
+		return fmt.Errorf("podman at %s runs as root but [podman] require_rootless is true: point [podman] socket at a rootless service (systemctl --user enable --now podman.socket as the runner user)", b.socketPath)
+	}
+	return nil
 }
 
 // withConn is ctx with the bindings' connection values of conn: the

@@ -40,6 +40,9 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		return err
 	}
+	if err := b.checkService(ctx); err != nil {
+		return err
+	}
 	if err := b.makeHostDirs(job); err != nil {
 		return err
 	}

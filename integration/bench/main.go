@@ -30,8 +30,13 @@ import (
 
 func main() {
 	runs := flag.Int("runs", 5, "runs per measurement")
+	only := flag.String("only", "", `measure only these rows: "dind" or "podman" (default both)`)
 	flag.Parse()
-	if err := run(*runs); err != nil {
+	if *only != "" && *only != "dind" && *only != "podman" {
+		fmt.Fprintln(os.Stderr, `bench: -only must be "dind" or "podman"`)
+		os.Exit(2)
+	}
+	if err := run(*runs, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -42,13 +47,17 @@ type row struct {
 	berth, baseline    []time.Duration
 }
 
-func run(runs int) error {
+func run(runs int, only string) error {
 	ctx := context.Background()
 	root, err := os.MkdirTemp("", "berth-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(root)
+	// The rootless podman user mounts the builds dir and berth's binary.
+	if err := os.Chmod(root, 0o755); err != nil {
+		return err
+	}
 	bin := filepath.Join(root, "berth")
 	if err := runner.BuildBerth(".", bin); err != nil {
 		return err
@@ -68,7 +77,7 @@ cache_dir = %q
 runner_name = "bench"
 [policy]
 default_backend = "dind"
-allowed_backends = ["dind"]
+allowed_backends = ["dind", "podman"]
 [docker]
 helper_image = "berth-test/helper:latest"
 runner_binary = "/usr/local/lib/berth-test/gitlab-runner"
@@ -81,7 +90,9 @@ cap_add = ["ALL"]
 cap_drop = ["SYS_RESOURCE"]
 security_opt = ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"]
 layer_cache = "project"
-`, filepath.Join(root, "builds"), filepath.Join(root, "cache"), gitDir+":"+gitDir+":ro")
+[podman]
+socket = %q
+`, filepath.Join(root, "builds"), filepath.Join(root, "cache"), gitDir+":"+gitDir+":ro", "unix://"+podmanSocket)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -91,63 +102,99 @@ layer_cache = "project"
 	ready := row{name: "dind: sidecar start → authenticated ping", baselineName: "same dockerd cold start in a plain container"}
 	prepare := row{name: "dind: whole prepare (berth process)", baselineName: "same dockerd cold start in a plain container"}
 	builds := row{name: "dind: warm build (layer cache)", baselineName: "cold build (fresh volume)"}
+	podmanJob := row{name: "podman: no-op job, all stages (berth)", baselineName: "same containers and starts, podman CLI"}
 	jobID := time.Now().Unix() * 1000
+	var rows []*row
+	if only != "podman" {
+		rows = append(rows, &ready, &prepare, &builds)
+	}
+	if only != "dind" {
+		rows = append(rows, &podmanJob)
+	}
 	for i := range runs {
-		// Readiness: berth's prepare up to the sidecar's TLS ping, which
-		// prepare logs, next to a plain dockerd container's plain ping.
-		jobID++
-		s, err := emu.Start(ctx, &runner.Job{ID: jobID, ProjectID: 1, ProjectPath: "bench/app", Image: runner.Image{Name: "berth-test/busybox:latest"},
-			Variables: []runner.Variable{{Key: "BERTH_DIND_CACHE", Value: "off", Public: true}}, ExtraCustomEnv: map[string]string{"BERTH_DIND_CACHE": "off"}})
-		if err != nil {
-			return err
+		if only != "podman" {
+			if err := dindRun(ctx, emu, cli, repo, &jobID, i, &ready, &prepare, &builds); err != nil {
+				return err
+			}
 		}
-		r := s.Prepare(ctx)
-		prepare.berth = append(prepare.berth, r.Duration)
-		s.Cleanup(ctx)
-		if r.ExitCode != 0 {
-			return fmt.Errorf("prepare: %s", r.Output)
-		}
-		d, err := readyTime(r.Output)
-		if err != nil {
-			return err
-		}
-		ready.berth = append(ready.berth, d)
-		base, err := plainDockerdStart(ctx, cli)
-		if err != nil {
-			return err
-		}
-		ready.baseline = append(ready.baseline, base)
-		prepare.baseline = append(prepare.baseline, base)
-
-		// Builds: a fresh project (cold), then the same project again (warm).
-		for _, warm := range []bool{false, true} {
+		if only != "dind" {
+			// A no-op podman job through berth, next to the same container
+			// steps done with the podman CLI against the same service.
 			jobID++
-			res, err := emu.RunJob(ctx, &runner.Job{ID: jobID, ProjectID: int64(100 + i), ProjectPath: "bench/app", RepoURL: repo,
-				Image:  runner.Image{Name: "berth-test/debian:12"},
-				Script: []string{"docker load -q -i busybox.tar >/dev/null", "time docker build -q . >/dev/null"}})
+			d, stages, err := podmanNoopJob(ctx, emu, jobID)
 			if err != nil {
 				return err
 			}
-			if res.Failure != "" {
-				return fmt.Errorf("build job failed:\n%s", res.Log)
+			podmanJob.berth = append(podmanJob.berth, d)
+			base, err := podmanCLINoop(ctx, stages, jobID)
+			if err != nil {
+				return err
 			}
-			st, _ := res.Stage("build_script")
-			if warm {
-				builds.berth = append(builds.berth, st.Duration)
-			} else {
-				builds.baseline = append(builds.baseline, st.Duration)
-			}
+			podmanJob.baseline = append(podmanJob.baseline, base)
 		}
 		fmt.Fprintf(os.Stderr, "run %d/%d done\n", i+1, runs)
 	}
 	fmt.Printf("%-44s %8s %8s %8s   %-46s %8s %8s %8s   %6s\n", "berth", "median", "min", "max", "baseline", "median", "min", "max", "ratio")
-	for _, r := range []row{ready, prepare, builds} {
+	for _, r := range rows {
 		bm, bmin, bmax := stats(r.berth)
 		lm, lmin, lmax := stats(r.baseline)
 		fmt.Printf("%-44s %7.2fs %7.2fs %7.2fs   %-46s %7.2fs %7.2fs %7.2fs   %5.2fx\n",
 			r.name, bm.Seconds(), bmin.Seconds(), bmax.Seconds(), r.baselineName, lm.Seconds(), lmin.Seconds(), lmax.Seconds(), bm.Seconds()/lm.Seconds())
 	}
 	fmt.Println("(build rows are the whole build_script stage, which includes `docker load` of busybox)")
+	fmt.Println("(the podman CLI baseline feeds each stage an empty script; berth's stages run the runner's scripts)")
+	return nil
+}
+
+// dindRun measures one run of the dind rows: prepare up to the sidecar's
+// TLS ping, which prepare logs, next to a plain dockerd container's plain
+// ping; then a cold and a warm build of the same project.
+func dindRun(ctx context.Context, emu *runner.Emulator, cli *client.Client, repo string, jobID *int64, i int, ready, prepare, builds *row) error {
+	// Readiness: berth's prepare up to the sidecar's TLS ping, which
+	// prepare logs, next to a plain dockerd container's plain ping.
+	*jobID++
+	s, err := emu.Start(ctx, &runner.Job{ID: *jobID, ProjectID: 1, ProjectPath: "bench/app", Image: runner.Image{Name: "berth-test/busybox:latest"},
+		Variables: []runner.Variable{{Key: "BERTH_DIND_CACHE", Value: "off", Public: true}}, ExtraCustomEnv: map[string]string{"BERTH_DIND_CACHE": "off"}})
+	if err != nil {
+		return err
+	}
+	r := s.Prepare(ctx)
+	prepare.berth = append(prepare.berth, r.Duration)
+	s.Cleanup(ctx)
+	if r.ExitCode != 0 {
+		return fmt.Errorf("prepare: %s", r.Output)
+	}
+	d, err := readyTime(r.Output)
+	if err != nil {
+		return err
+	}
+	ready.berth = append(ready.berth, d)
+	base, err := plainDockerdStart(ctx, cli)
+	if err != nil {
+		return err
+	}
+	ready.baseline = append(ready.baseline, base)
+	prepare.baseline = append(prepare.baseline, base)
+
+	// Builds: a fresh project (cold), then the same project again (warm).
+	for _, warm := range []bool{false, true} {
+		*jobID++
+		res, err := emu.RunJob(ctx, &runner.Job{ID: *jobID, ProjectID: int64(100 + i), ProjectPath: "bench/app", RepoURL: repo,
+			Image:  runner.Image{Name: "berth-test/debian:12"},
+			Script: []string{"docker load -q -i busybox.tar >/dev/null", "time docker build -q . >/dev/null"}})
+		if err != nil {
+			return err
+		}
+		if res.Failure != "" {
+			return fmt.Errorf("build job failed:\n%s", res.Log)
+		}
+		st, _ := res.Stage("build_script")
+		if warm {
+			builds.berth = append(builds.berth, st.Duration)
+		} else {
+			builds.baseline = append(builds.baseline, st.Duration)
+		}
+	}
 	return nil
 }
 
