@@ -77,10 +77,13 @@ type Job struct {
 	Protected   bool
 	RepoURL     string // a local bare repository, e.g. file:///srv/git/app.git
 
-	Image       Image
-	Services    []Image
-	Variables   []Variable // the job's own variables, after the predefined ones
-	Credentials []Credential
+	Image     Image
+	Services  []Image
+	Variables []Variable // the job's own variables, after the predefined ones
+	// PayloadVariables are in JOB_RESPONSE_FILE only: values that no
+	// environment can carry, such as a NUL byte.
+	PayloadVariables []Variable
+	Credentials      []Credential
 
 	BeforeScript []string
 	Script       []string
@@ -104,6 +107,7 @@ type StageResult struct {
 	ExitCode int
 	Output   string
 	Duration time.Duration
+	MaxRSS   int64 // the driver process's peak resident memory, in bytes
 }
 
 // Result is a finished job.
@@ -357,6 +361,11 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 	output := s.log.String()[mark:]
 	s.logMu.Unlock()
 	r := StageResult{Name: name, ExitCode: code, Output: output, Duration: time.Since(start)}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.MaxRSS = ru.Maxrss * 1024
+		}
+	}
 	s.Results = append(s.Results, r)
 	return stageCall{StageResult: r, stdout: stdout.String()}
 }

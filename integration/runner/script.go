@@ -59,7 +59,7 @@ func (s *Session) writeResponse() error {
 			"ref_type": "branch", "protected": &protected,
 		},
 		"runner_info": map[string]any{"timeout": 3600},
-		"variables":   append(s.predefined(), j.Variables...),
+		"variables":   append(append(s.predefined(), j.Variables...), j.PayloadVariables...),
 		"image":       j.Image,
 		"credentials": j.Credentials,
 	}
