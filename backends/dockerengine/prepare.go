@@ -9,10 +9,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/berthci/berth/backends"
-	"github.com/berthci/berth/config"
 )
 
 // Prepare creates the job's network, services and (stopped) job and helper
@@ -80,37 +78,13 @@ func (e *Engine) runnerBinary() (string, error) {
 
 // pullAll makes the job, helper and service images available, in parallel.
 func (e *Engine) pullAll(ctx context.Context, job *backends.Job) (map[string]image.InspectResponse, error) {
-	wanted := []backends.Image{job.Image}
+	helper := ""
 	if e.cfg.UseHelper {
-		// The helper image is the admin's and versioned: pulled only when
-		// missing, whatever the job asks for its own image.
-		wanted = append(wanted, backends.Image{Name: e.cfg.HelperImage, PullPolicies: []string{config.PullIfNotPresent}})
+		helper = e.cfg.HelperImage
 	}
-	for _, s := range job.Services {
-		wanted = append(wanted, s.Image)
-	}
-	results := make([]image.InspectResponse, len(wanted))
-	g, gctx := errgroup.WithContext(ctx)
-	seen := map[string]int{}
-	for i, img := range wanted {
-		if _, dup := seen[img.Name]; dup {
-			continue
-		}
-		seen[img.Name] = i
-		g.Go(func() error {
-			inspect, err := e.ensureImage(gctx, job, img.Name, img.PullPolicies)
-			results[i] = inspect
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	images := map[string]image.InspectResponse{}
-	for name, i := range seen {
-		images[name] = results[i]
-	}
-	return images, nil
+	return backends.EnsureImages(ctx, backends.JobImages(job, helper), func(ctx context.Context, img backends.Image) (image.InspectResponse, error) {
+		return e.ensureImage(ctx, job, img.Name, img.PullPolicies)
+	})
 }
 
 // createVolumes makes the per-job volumes for the admin's anonymous volumes

@@ -1,13 +1,11 @@
 package dockerengine
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -104,8 +102,7 @@ func (e *Engine) followServiceLogs(job *backends.Job, w io.Writer) (stop func())
 		e.log.Warnf("CI_DEBUG_SERVICES: list services: %v", err)
 		return cancel
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
+	logs := backends.NewServiceLogs(w)
 	since := fmt.Sprint(time.Now().Unix())
 	for _, c := range list {
 		alias, _, _ := strings.Cut(c.Labels[backends.LabelAlias], ",")
@@ -114,30 +111,11 @@ func (e *Engine) followServiceLogs(job *backends.Job, w io.Writer) (stop func())
 			e.log.Warnf("CI_DEBUG_SERVICES: logs of %s: %v", alias, err)
 			continue
 		}
-		pr, pw := io.Pipe()
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			_, err := stdcopy.StdCopy(pw, pw, rc)
-			pw.CloseWithError(err)
-			rc.Close()
-		}()
-		go func() {
-			defer wg.Done()
-			sc := bufio.NewScanner(pr)
-			sc.Buffer(make([]byte, 64*1024), 1024*1024)
-			for sc.Scan() {
-				mu.Lock()
-				fmt.Fprintf(w, "[service:%s] %s\n", alias, sc.Text())
-				mu.Unlock()
-			}
-			pr.Close()
-		}()
+		logs.Follow(alias, func(w io.Writer) error {
+			defer rc.Close()
+			_, err := stdcopy.StdCopy(w, w, rc)
+			return err
+		})
 	}
-	return func() {
-		// Give lines already written by the service a moment to arrive.
-		time.Sleep(100 * time.Millisecond)
-		cancel()
-		wg.Wait()
-	}
+	return func() { logs.Stop(cancel) }
 }

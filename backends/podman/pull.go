@@ -10,7 +10,6 @@ import (
 
 	"github.com/containers/podman/v5/pkg/bindings/images"
 	"github.com/containers/podman/v5/pkg/domain/entities/types"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/config"
@@ -19,37 +18,13 @@ import (
 // pullAll makes the job, helper and service images available, in parallel,
 // and returns their inspect data by name.
 func (b *Backend) pullAll(ctx context.Context, job *backends.Job) (map[string]*types.ImageInspectReport, error) {
-	wanted := []backends.Image{job.Image}
+	helper := ""
 	if b.cfg.UseHelper {
-		// The helper image is the admin's and versioned: pulled only when
-		// missing, whatever the job asks for its own image.
-		wanted = append(wanted, backends.Image{Name: b.cfg.HelperImage, PullPolicies: []string{config.PullIfNotPresent}})
+		helper = b.cfg.HelperImage
 	}
-	for _, s := range job.Services {
-		wanted = append(wanted, s.Image)
-	}
-	results := make([]*types.ImageInspectReport, len(wanted))
-	g, gctx := errgroup.WithContext(ctx)
-	seen := map[string]int{}
-	for i, img := range wanted {
-		if _, dup := seen[img.Name]; dup {
-			continue
-		}
-		seen[img.Name] = i
-		g.Go(func() error {
-			inspect, err := b.ensureImage(gctx, job, img.Name, img.PullPolicies)
-			results[i] = inspect
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	found := map[string]*types.ImageInspectReport{}
-	for name, i := range seen {
-		found[name] = results[i]
-	}
-	return found, nil
+	return backends.EnsureImages(ctx, backends.JobImages(job, helper), func(ctx context.Context, img backends.Image) (*types.ImageInspectReport, error) {
+		return b.ensureImage(ctx, job, img.Name, img.PullPolicies)
+	})
 }
 
 // ensureImage makes the image available following the pull policies, tried

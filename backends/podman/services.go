@@ -3,7 +3,6 @@
 package podman
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -220,38 +219,17 @@ func (b *Backend) followServiceLogs(ctx context.Context, job *backends.Job, w io
 		b.log.Warnf("CI_DEBUG_SERVICES: list services: %v", err)
 		return cancel
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
+	logs := backends.NewServiceLogs(w)
 	since := strconv.FormatInt(time.Now().Unix(), 10)
 	for _, c := range list {
 		if !b.owns(job, c.Labels) {
 			continue
 		}
 		alias, _, _ := strings.Cut(c.Labels[backends.LabelAlias], ",")
-		pr, pw := io.Pipe()
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			err := streamLogs(ctx, c.ID, new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(true).WithSince(since),
-				func(line string) { _, _ = io.WriteString(pw, line) })
-			pw.CloseWithError(err)
-		}()
-		go func() {
-			defer wg.Done()
-			sc := bufio.NewScanner(pr)
-			sc.Buffer(make([]byte, 64*1024), 1024*1024)
-			for sc.Scan() {
-				mu.Lock()
-				fmt.Fprintf(w, "[service:%s] %s\n", alias, sc.Text())
-				mu.Unlock()
-			}
-			pr.Close()
-		}()
+		logs.Follow(alias, func(w io.Writer) error {
+			return streamLogs(ctx, c.ID, new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(true).WithSince(since),
+				func(line string) { _, _ = io.WriteString(w, line) })
+		})
 	}
-	return func() {
-		// Give lines already written by the service a moment to arrive.
-		time.Sleep(100 * time.Millisecond)
-		cancel()
-		wg.Wait()
-	}
+	return func() { logs.Stop(cancel) }
 }
