@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"time"
 )
@@ -95,6 +96,9 @@ type Job struct {
 
 	// Created is when the job's first prepare started.
 	Created time.Time
+	// Timeout is the job's timeout from the job response: the runner ends
+	// the job by then, so `berth gc` may reap what is left after it.
+	Timeout time.Duration
 }
 
 // JobPolicy carries policy decisions that change a backend's settings for one
@@ -154,7 +158,69 @@ const (
 	LabelRole      = "berth.role"
 	LabelBackend   = "berth.backend"
 	LabelAlias     = "berth.service.alias"
+	// LabelTimeout is the job's timeout in seconds (0: unknown).
+	LabelTimeout = "berth.timeout"
 )
+
+// JobLister is implemented by backends that can list what the jobs of a
+// runner left in their engine, for `berth gc`.
+type JobLister interface {
+	// ListJobs returns the runner's jobs that have resources of this
+	// backend, found by label.
+	ListJobs(ctx context.Context, runner string) ([]JobRecord, error)
+}
+
+// JobRecord is what one job has in a backend's engine.
+type JobRecord struct {
+	ID        int64
+	ProjectID int64
+	Backend   string
+	// Created is the earliest berth.created of the job's resources.
+	Created time.Time
+	// Timeout is the job's timeout from its labels, 0 when unknown.
+	Timeout time.Duration
+	// Resources name what the job has, such as "container berth-r-1-build".
+	Resources []string
+}
+
+// AddRecord records one labelled resource of a job into records, keyed by job id.
+// Resources without a valid job id or created time are skipped: berth
+// labels every resource it creates with both, so they are not berth's.
+func AddRecord(records map[int64]*JobRecord, backend, resource string, labels map[string]string) {
+	id, err := strconv.ParseInt(labels[LabelJobID], 10, 64)
+	if err != nil || id <= 0 {
+		return
+	}
+	created, err := time.Parse(time.RFC3339, labels[LabelCreated])
+	if err != nil {
+		return
+	}
+	r := records[id]
+	if r == nil {
+		r = &JobRecord{ID: id, Backend: backend, Created: created}
+		records[id] = r
+	}
+	if pid, err := strconv.ParseInt(labels[LabelProjectID], 10, 64); err == nil && pid > 0 {
+		r.ProjectID = pid
+	}
+	if created.Before(r.Created) {
+		r.Created = created
+	}
+	if secs, err := strconv.ParseInt(labels[LabelTimeout], 10, 64); err == nil && time.Duration(secs)*time.Second > r.Timeout {
+		r.Timeout = time.Duration(secs) * time.Second
+	}
+	r.Resources = append(r.Resources, resource)
+}
+
+// SortedRecords returns the records ordered by job id.
+func SortedRecords(records map[int64]*JobRecord) []JobRecord {
+	out := make([]JobRecord, 0, len(records))
+	for _, r := range records {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
 
 // Name is the prefix of every resource of the job, unique per runner
 // registration and job.
@@ -175,6 +241,7 @@ func (j *Job) Labels(role string) map[string]string {
 		LabelCreated:   j.Created.UTC().Format(time.RFC3339),
 		LabelRole:      role,
 		LabelBackend:   j.Backend,
+		LabelTimeout:   strconv.FormatInt(int64(j.Timeout/time.Second), 10),
 	}
 }
 

@@ -151,7 +151,7 @@ func TestRegisterTwicePanics(t *testing.T) {
 
 func TestJobNamesAndLabels(t *testing.T) {
 	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("CET", 3600))
-	job := &Job{ID: 101, ProjectID: 7, ProjectPath: "group/app", Runner: "ci-1", Backend: "socket", Created: created}
+	job := &Job{ID: 101, ProjectID: 7, ProjectPath: "group/app", Runner: "ci-1", Backend: "socket", Created: created, Timeout: time.Hour}
 	if got, want := job.Name(), "berth-ci-1-101"; got != want {
 		t.Errorf("Name: got %q, want %q", got, want)
 	}
@@ -166,6 +166,7 @@ func TestJobNamesAndLabels(t *testing.T) {
 		LabelCreated:   "2026-01-02T02:04:05Z",
 		LabelRole:      "build",
 		LabelBackend:   "socket",
+		LabelTimeout:   "3600",
 	}
 	if got := job.Labels("build"); !reflect.DeepEqual(got, wantLabels) {
 		t.Errorf("Labels: got %v, want %v", got, wantLabels)
@@ -178,5 +179,20 @@ func TestJobNamesAndLabels(t *testing.T) {
 		if !strings.HasPrefix(k, LabelPrefix) {
 			t.Errorf("got label %q, want every label under %q", k, LabelPrefix)
 		}
+	}
+}
+
+func TestAddRecordGroupsByJobAndSkipsForeignLabels(t *testing.T) {
+	records := map[int64]*JobRecord{}
+	AddRecord(records, "socket", "container a", map[string]string{LabelJobID: "5", LabelCreated: "2026-01-02T03:00:00Z", LabelTimeout: "60"})
+	AddRecord(records, "socket", "network n", map[string]string{LabelJobID: "5", LabelCreated: "2026-01-02T02:00:00Z"})
+	AddRecord(records, "socket", "container forged", map[string]string{LabelJobID: "../5", LabelCreated: "2026-01-02T02:00:00Z"})
+	AddRecord(records, "socket", "container undated", map[string]string{LabelJobID: "6"})
+	if len(records) != 1 {
+		t.Fatalf("got %d jobs, want 1: %v", len(records), records)
+	}
+	r := records[5]
+	if !r.Created.Equal(time.Date(2026, 1, 2, 2, 0, 0, 0, time.UTC)) || r.Timeout != time.Minute || len(r.Resources) != 2 {
+		t.Errorf("got %+v, want the earliest created, the timeout and both resources", r)
 	}
 }

@@ -34,6 +34,9 @@ type Config struct {
 	// RunnerName names this runner registration in resource names and
 	// labels. Give each registration that shares an engine its own name.
 	RunnerName string `toml:"runner_name"`
+	// GCGrace is how long after a job's timeout `berth gc` leaves what the
+	// job left behind.
+	GCGrace Duration `toml:"gc_grace"`
 
 	Policy Policy `toml:"policy"`
 	Docker Docker `toml:"docker"`
@@ -152,6 +155,7 @@ func Default() *Config {
 		BuildsDir:  "/builds",
 		CacheDir:   "/cache",
 		RunnerName: "berth",
+		GCGrace:    Duration{time.Hour},
 		Policy: Policy{
 			DefaultBackend:  "socket",
 			AllowedBackends: []string{"socket"},
@@ -306,6 +310,9 @@ func (c *Config) Validate() error {
 	}
 	if !nameRe.MatchString(c.RunnerName) {
 		bad("runner_name", "%q must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit", c.RunnerName)
+	}
+	if c.GCGrace.Duration < 0 {
+		bad("gc_grace", "%s must not be negative", c.GCGrace)
 	}
 	if len(c.Policy.AllowedBackends) == 0 {
 		bad("policy.allowed_backends", "must list at least one backend")

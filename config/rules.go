@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"sort"
 
 	"github.com/bmatcuk/doublestar/v4"
 	"github.com/docker/go-units"
@@ -196,4 +197,24 @@ func (r *Rule) validate(i int, base Policy) error {
 		bad("layer_cache %q must be \"off\" or \"project\"", r.LayerCache)
 	}
 	return errors.Join(errs...)
+}
+
+// AllBackends lists every backend that [policy] or a rule allows, sorted:
+// the backends that cleanup and gc must look in.
+func (c *Config) AllBackends() []string {
+	seen := map[string]bool{}
+	for _, b := range c.Policy.AllowedBackends {
+		seen[b] = true
+	}
+	for _, r := range c.Policy.Rules {
+		for _, b := range r.AllowedBackends {
+			seen[b] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for b := range seen {
+		out = append(out, b)
+	}
+	sort.Strings(out)
+	return out
 }

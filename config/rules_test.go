@@ -137,3 +137,12 @@ func TestPolicyRuleValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestAllBackendsIncludesTheRules(t *testing.T) {
+	cfg := Default()
+	cfg.Policy.AllowedBackends = []string{"socket"}
+	cfg.Policy.Rules = []Rule{{Name: "infra", AllowedBackends: []string{"dind", "socket"}}, {Name: "pod", AllowedBackends: []string{"podman"}}}
+	if got := strings.Join(cfg.AllBackends(), ","); got != "dind,podman,socket" {
+		t.Errorf("got %s, want dind,podman,socket", got)
+	}
+}

@@ -161,8 +161,8 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 	}
 	d.addSecrets(job)
 	// Resources are found by label, whatever backend prepare picked; so
-	// every backend the admin allows is asked.
-	names := append([]string{}, d.Config.Policy.AllowedBackends...)
+	// every backend the admin allows, in [policy] or a rule, is asked.
+	names := d.Config.AllBackends()
 	spec := &backends.Job{ID: job.ID, ProjectID: job.ProjectID, ProjectPath: job.ProjectPath, Runner: d.Config.RunnerName,
 		BuildsDir: BuildsDir(d.Config, job.ID), CacheDir: CacheDir(d.Config, job.ProjectID)}
 	var errs []error
@@ -201,7 +201,7 @@ func (d *Driver) openForRun() (*backends.Job, backends.Backend, error) {
 	name, _ := d.Env(envBackend)
 	id, err1 := strconv.ParseInt(jobID, 10, 64)
 	pid, err2 := strconv.ParseInt(projectID, 10, 64)
-	if err1 != nil || err2 != nil || id <= 0 || name == "" || !contains(d.Config.Policy.AllowedBackends, name) {
+	if err1 != nil || err2 != nil || id <= 0 || name == "" || !contains(d.Config.AllBackends(), name) {
 		job, spec, backend, err := d.open()
 		if err != nil {
 			return nil, nil, err

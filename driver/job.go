@@ -38,6 +38,8 @@ type Job struct {
 	Ref         string
 	Protected   bool
 	Token       string
+	// Timeout is the job's timeout, which the runner enforces.
+	Timeout time.Duration
 
 	Image       ImageSpec
 	Services    []ImageSpec
@@ -72,6 +74,7 @@ func LoadJob(env Env) (*Job, error) {
 		ID:          resp.ID,
 		ProjectID:   resp.JobInfo.ProjectID,
 		ProjectPath: resp.JobInfo.ProjectFullPath,
+		Timeout:     time.Duration(max(resp.RunnerInfo.Timeout, 0)) * time.Second,
 		Ref:         resp.GitInfo.Ref,
 		Token:       resp.Token,
 		Image:       resp.Image,
@@ -211,6 +214,7 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 		CacheDir:      CacheDir(cfg, j.ProjectID),
 		DebugServices: j.DebugServices,
 		Created:       time.Now(),
+		Timeout:       j.Timeout,
 		Policy: backends.JobPolicy{Memory: d.Memory, NanoCPUs: d.NanoCPUs,
 			DindPrivileged: d.DindPrivileged, LayerCache: d.LayerCache, SocketGuard: d.SocketGuard},
 	}

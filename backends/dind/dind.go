@@ -200,6 +200,12 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 	return errors.Join(errs...)
 }
 
+// ListJobs lists the runner's dind jobs on the host daemon, for `berth gc`.
+// See [backends.JobLister].
+func (b *Backend) ListJobs(ctx context.Context, runner string) ([]backends.JobRecord, error) {
+	return b.engine.ListBackendJobs(ctx, runner, Name)
+}
+
 // certDir holds the job's certificates beside, not inside, its builds
 // directory, so the job never sees the server key.
 func certDir(job *backends.Job) string {

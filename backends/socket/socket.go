@@ -116,3 +116,9 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 	}
 	return errors.Join(errs...)
 }
+
+// ListJobs lists the runner's socket jobs on the daemon, for `berth gc`.
+// See [backends.JobLister].
+func (b *Backend) ListJobs(ctx context.Context, runner string) ([]backends.JobRecord, error) {
+	return b.ListBackendJobs(ctx, runner, Name)
+}

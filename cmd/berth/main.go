@@ -106,6 +106,7 @@ func run(ctx context.Context, args []string) int {
 			Args:  cobra.NoArgs,
 			RunE:  stage(func(d *driver.Driver) error { return d.Cleanup(ctx) }),
 		},
+		gcCommand(ctx, stage),
 		dnsForwardCommand(ctx),
 		dockerProxyCommand(ctx),
 		policyCommand(&stageErr, func() (*config.Config, error) {
@@ -158,6 +159,25 @@ func exitCode(err error, codes driver.ExitCodes, log *logrus.Logger) int {
 		log.Error(err)
 		return codes.System
 	}
+}
+
+// gcCommand is `berth gc`, which admins run from a timer.
+func gcCommand(ctx context.Context, stage func(func(*driver.Driver) error) func(*cobra.Command, []string) error) *cobra.Command {
+	var opts driver.GCOptions
+	cmd := &cobra.Command{
+		Use:   "gc [--dry-run] [--grace DURATION]",
+		Short: "Remove what killed or crashed jobs of this runner left behind (run it from a timer)",
+		Long: `gc lists the resources that carry this runner's berth labels in every backend the
+config allows, and the job directories under builds_dir, grouped by job. A job is
+expired once its timeout (from the job response) plus gc_grace have passed since its
+prepare; its resources are then removed with the backend's own cleanup. Resources
+without berth's labels, and jobs within their time, are never touched.`,
+		Args: cobra.NoArgs,
+		RunE: stage(func(d *driver.Driver) error { return d.GC(ctx, opts) }),
+	}
+	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "print the table and remove nothing")
+	cmd.Flags().DurationVar(&opts.Grace, "grace", 0, "override gc_grace for this run, e.g. 30m")
+	return cmd
 }
 
 // dnsForwardCommand is the DNS relay that berth runs inside a dind job's

@@ -76,6 +76,7 @@ type Job struct {
 	Ref         string
 	Protected   bool
 	RepoURL     string // a local bare repository, e.g. file:///srv/git/app.git
+	Timeout     int    // the job's timeout in seconds; 0 means 3600
 
 	Image     Image
 	Services  []Image

@@ -33,6 +33,13 @@ func (s *Session) predefined() []Variable {
 	return v
 }
 
+func (j *Job) timeout() int {
+	if j.Timeout == 0 {
+		return 3600
+	}
+	return j.Timeout
+}
+
 func (j *Job) ref() string {
 	if j.Ref == "" {
 		return "main"
@@ -58,7 +65,7 @@ func (s *Session) writeResponse() error {
 			"repo_url": j.RepoURL, "ref": j.ref(), "sha": "0000000000000000000000000000000000000000",
 			"ref_type": "branch", "protected": &protected,
 		},
-		"runner_info": map[string]any{"timeout": 3600},
+		"runner_info": map[string]any{"timeout": j.timeout()},
 		"variables":   append(append(s.predefined(), j.Variables...), j.PayloadVariables...),
 		"image":       j.Image,
 		"credentials": j.Credentials,
