@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"testing"
 
@@ -23,3 +24,18 @@ func podmanConformanceEnv(t *testing.T) (*env, func(*config.Config, logrus.Field
 	t.Skipf("the podman tests need -tags %q", runner.BuildTags)
 	return nil, nil, nil
 }
+
+// newPodmanEnv stands in like podmanConformanceEnv.
+func newPodmanEnv(t *testing.T, _ options, _ ...string) *env {
+	t.Helper()
+	podmanConformanceEnv(t)
+	return nil
+}
+
+// requirePodman and podmanResources are never reached without the tags.
+func requirePodman(t *testing.T) context.Context {
+	podmanConformanceEnv(t)
+	return nil
+}
+
+func podmanResources(*testing.T, context.Context, string) []string { return nil }

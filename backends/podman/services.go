@@ -143,7 +143,7 @@ func (b *Backend) waitForService(ctx context.Context, job *backends.Job, i int, 
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		_, _ = containers.Remove(rctx, name, new(containers.RemoveOptions).WithForce(true))
+		_, _ = containers.Remove(rctx, name, new(containers.RemoveOptions).WithForce(true).WithTimeout(0))
 	}()
 	if err := containers.Start(ctx, name, nil); err != nil {
 		return fmt.Errorf("start health probe: %w", err)

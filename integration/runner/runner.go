@@ -155,6 +155,9 @@ type Session struct {
 	log     bytes.Buffer
 	logMu   sync.Mutex
 	Results []StageResult
+	// KillOnCancel sends SIGKILL instead of SIGTERM when a call's context
+	// ends, as when the runner itself is killed: no deferred code runs.
+	KillOnCancel bool
 }
 
 // Start writes the job's files and runs config_exec.
@@ -339,6 +342,11 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 	select {
 	case err = <-done:
 	case <-ctx.Done():
+		if s.KillOnCancel {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			err = <-done
+			break
+		}
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		grace := s.e.GracefulKillTimeout
 		if grace == 0 {
