@@ -108,7 +108,10 @@ type StageResult struct {
 	ExitCode int
 	Output   string
 	Duration time.Duration
-	MaxRSS   int64 // the driver process's peak resident memory, in bytes
+	MaxRSS   int64 // the driver process's peak resident memory (VmHWM), in bytes
+	// Stdout and Stderr are the driver's two streams apart, when the
+	// session keeps them (KeepStreams).
+	Stdout, Stderr string
 }
 
 // Result is a finished job.
@@ -158,6 +161,9 @@ type Session struct {
 	// KillOnCancel sends SIGKILL instead of SIGTERM when a call's context
 	// ends, as when the runner itself is killed: no deferred code runs.
 	KillOnCancel bool
+	// KeepStreams keeps each call's stdout and stderr apart as well, in
+	// StageResult.Stdout and Stderr.
+	KeepStreams bool
 }
 
 // Start writes the job's files and runs config_exec.
@@ -321,14 +327,19 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 	cmd := exec.Command(s.e.Binary, argv...)
 	cmd.Env = s.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stdout bytes.Buffer
+	var stdout, streamOut, streamErr bytes.Buffer
 	out := &lockedWriter{s: s}
 	if name == "config" {
 		cmd.Stdout = &stdout
+	} else if s.KeepStreams {
+		cmd.Stdout = io.MultiWriter(out, &streamOut)
 	} else {
 		cmd.Stdout = out
 	}
 	cmd.Stderr = out
+	if s.KeepStreams {
+		cmd.Stderr = io.MultiWriter(out, &streamErr)
+	}
 	start := time.Now()
 	s.logMu.Lock()
 	mark := s.log.Len()
@@ -336,6 +347,7 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 	if err := cmd.Start(); err != nil {
 		return stageCall{StageResult: StageResult{Name: name, ExitCode: -1, Output: err.Error()}}
 	}
+	peak := watchPeakRSS(cmd.Process.Pid)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	var err error
@@ -369,12 +381,8 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 	s.logMu.Lock()
 	output := s.log.String()[mark:]
 	s.logMu.Unlock()
-	r := StageResult{Name: name, ExitCode: code, Output: output, Duration: time.Since(start)}
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.MaxRSS = ru.Maxrss * 1024
-		}
-	}
+	r := StageResult{Name: name, ExitCode: code, Output: output, Duration: time.Since(start), Stdout: streamOut.String(), Stderr: streamErr.String()}
+	r.MaxRSS = peak()
 	s.Results = append(s.Results, r)
 	return stageCall{StageResult: r, stdout: stdout.String()}
 }
@@ -393,4 +401,45 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// watchPeakRSS follows the process's VmHWM, its resident memory's high-water
+// mark, until the returned func is called, which returns the last value
+// read. The kernel's rusage is no use here: os/exec starts the child with
+// vfork, and exec then folds this (large) test process's high-water mark
+// into the child's.
+func watchPeakRSS(pid int) func() int64 {
+	var mu sync.Mutex
+	var hwm int64
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		path := fmt.Sprintf("/proc/%d/status", pid)
+		for {
+			if data, err := os.ReadFile(path); err == nil {
+				for _, line := range strings.Split(string(data), "\n") {
+					if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+						if kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64); err == nil {
+							mu.Lock()
+							hwm = max(hwm, kb*1024)
+							mu.Unlock()
+						}
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-stopped
+		mu.Lock()
+		defer mu.Unlock()
+		return hwm
+	}
 }
