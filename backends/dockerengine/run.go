@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -67,6 +69,13 @@ func (e *Engine) Run(ctx context.Context, job *backends.Job, stage backends.Stag
 		if res.Error != nil && res.Error.Message != "" {
 			return 0, fmt.Errorf("wait for %q: %s", name, res.Error.Message)
 		}
+		// A daemon that shuts down stops the containers itself; their exit
+		// codes are then its doing, not the script's.
+		if res.StatusCode != 0 {
+			if err := e.engineAnswers(ctx); err != nil {
+				return 0, fmt.Errorf("the engine stopped during stage %s, so its exit code %d is not the script's: %w", stage.Name, res.StatusCode, err)
+			}
+		}
 		return int(res.StatusCode), nil
 	case err := <-waitErrCh:
 		if ctx.Err() != nil {
@@ -76,6 +85,36 @@ func (e *Engine) Run(ctx context.Context, job *backends.Job, stage backends.Stag
 	case <-ctx.Done():
 		return 0, e.stopStage(name, ctx.Err())
 	}
+}
+
+// engineAnswers pings the daemon over a new connection: a daemon that is
+// shutting down has closed its listener but may still answer on the
+// connections it had.
+func (e *Engine) engineAnswers(ctx context.Context) error {
+	d, ok := e.api.(interface {
+		Dialer() func(context.Context) (net.Conn, error)
+	})
+	if !ok {
+		return nil
+	}
+	dial := d.Dialer()
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		DisableKeepAlives: true,
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ping: %s", resp.Status)
+	}
+	return nil
 }
 
 // stopStage stops a canceled stage's container so nothing of the user's
