@@ -96,6 +96,13 @@ type Docker struct {
 	// StopTimeout is how long a canceled stage's processes get after
 	// SIGTERM before they are killed.
 	StopTimeout Duration `toml:"stop_timeout"`
+	// APIRetries is how many more times berth tries to connect to an
+	// engine (the Docker daemon or the Podman service) that refuses, or
+	// whose socket is missing, as while it restarts; APIRetryDelay is the
+	// first wait, doubling up to 4 s. Requests the engine received are
+	// never sent again.
+	APIRetries    int      `toml:"api_retries"`
+	APIRetryDelay Duration `toml:"api_retry_delay"`
 
 	Memory      string   `toml:"memory"`
 	MemorySwap  string   `toml:"memory_swap"`
@@ -168,6 +175,8 @@ func Default() *Config {
 			PullPolicy:             []string{PullAlways},
 			WaitForServicesTimeout: Duration{30 * time.Second},
 			StopTimeout:            Duration{2 * time.Second},
+			APIRetries:             4,
+			APIRetryDelay:          Duration{250 * time.Millisecond},
 		},
 		Socket: Socket{HostSocket: "/var/run/docker.sock", Guard: true},
 		Podman: defaultPodman(),
@@ -310,6 +319,12 @@ func (c *Config) Validate() error {
 	}
 	if !nameRe.MatchString(c.RunnerName) {
 		bad("runner_name", "%q must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit", c.RunnerName)
+	}
+	if c.Docker.APIRetries < 0 || c.Docker.APIRetries > 20 {
+		bad("docker.api_retries", "%d must be 0 to 20", c.Docker.APIRetries)
+	}
+	if c.Docker.APIRetryDelay.Duration < 0 || c.Docker.APIRetryDelay.Duration > time.Minute {
+		bad("docker.api_retry_delay", "%s must be between 0s and 1m", c.Docker.APIRetryDelay)
 	}
 	if c.GCGrace.Duration < 0 {
 		bad("gc_grace", "%s must not be negative", c.GCGrace)

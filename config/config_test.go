@@ -87,6 +87,8 @@ func TestParseFullConfig(t *testing.T) {
 		AuthConfig:             `{"auths":{}}`,
 		WaitForServicesTimeout: Duration{90 * time.Second},
 		StopTimeout:            Duration{5 * time.Second},
+		APIRetries:             4,
+		APIRetryDelay:          Duration{250 * time.Millisecond},
 		Memory:                 "512m",
 		MemorySwap:             "-1",
 		CPUs:                   "1.5",

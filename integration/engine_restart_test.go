@@ -3,6 +3,9 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +108,91 @@ func TestEngineRestartDuringBuildScript(t *testing.T) {
 			}
 			if t.Failed() {
 				t.Logf("job log:\n%s", truncate(s.Log(), 6000))
+			}
+		})
+	}
+}
+
+// lateSocket serves, from `after` on, a unix socket at path, owned by uid
+// (-1: this process's), that forwards each connection to the engine socket
+// target, as an engine that comes back from a restart.
+func lateSocket(t *testing.T, path, target string, uid int, after time.Duration) {
+	t.Helper()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+	})
+	go func() {
+		defer close(done)
+		select {
+		case <-stop:
+			return
+		case <-time.After(after):
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Errorf("listen on %s: %v", path, err)
+			return
+		}
+		_ = os.Chmod(path, 0o666)
+		if uid >= 0 {
+			_ = os.Lchown(path, uid, uid)
+		}
+		go func() {
+			<-stop
+			ln.Close()
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("unix", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+}
+
+// TestEngineBackSoonIsRetried starts jobs while the engine's socket is not
+// there yet and appears 1.5 s later, within api_retries: the jobs pass.
+func TestEngineBackSoonIsRetried(t *testing.T) {
+	requireDocker(t)
+	for _, backend := range []string{"socket", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "berth-it-late-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			if err := os.Chmod(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			late := filepath.Join(dir, "engine.sock")
+			var e *env
+			if backend == "podman" {
+				e = newPodmanEnv(t, options{}, fmt.Sprintf("socket = %q", "unix://"+late))
+				lateSocket(t, late, podSocket, podUID, 1500*time.Millisecond)
+			} else {
+				// The guarded socket's proxy mounts the host socket itself.
+				e = newEnv(t, options{extraTOML: fmt.Sprintf("host = %q\n", "unix://"+late)})
+				lateSocket(t, late, "/var/run/docker.sock", -1, 1500*time.Millisecond)
+			}
+			job := e.job(281)
+			job.Script = []string{"echo engine-was-back"}
+			res := e.run(job)
+			requireSuccess(t, res)
+			if s, _ := res.Stage("build_script"); !strings.Contains(s.Output, "engine-was-back") {
+				t.Errorf("output:\n%s", s.Output)
 			}
 		})
 	}

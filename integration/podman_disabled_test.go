@@ -39,3 +39,9 @@ func requirePodman(t *testing.T) context.Context {
 }
 
 func podmanResources(*testing.T, context.Context, string) []string { return nil }
+
+// podSocket and podUID are the provisioned service's.
+const (
+	podSocket = "/run/user/1001/podman/podman.sock"
+	podUID    = 1001
+)

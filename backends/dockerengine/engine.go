@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"os"
 
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
@@ -74,10 +76,22 @@ type Engine struct {
 
 // NewClient connects lazily to the daemon at host ("" means $DOCKER_HOST or
 // the default socket), negotiating the API version on first use.
-func NewClient(host string) (*client.Client, error) {
+func NewClient(cfg config.Docker) (*client.Client, error) {
+	host := cfg.Host
 	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
 	if host != "" {
 		opts = append(opts, client.WithHost(host))
+	} else if host = os.Getenv(client.EnvOverrideHost); host == "" {
+		host = client.DefaultDockerHost
+	}
+	// Connections to a local or TCP daemon are retried while it is away;
+	// other schemes (ssh) keep the client's own dialer.
+	if u, err := client.ParseHostURL(host); err == nil && (u.Scheme == "unix" || u.Scheme == "tcp") {
+		network, addr := u.Scheme, u.Host // for unix, Host holds the path
+		retry := backends.DialRetry{Attempts: cfg.APIRetries, Delay: cfg.APIRetryDelay.Duration}
+		opts = append(opts, client.WithDialContext(retry.Wrap(func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		})))
 	}
 	cli, err := client.NewClientWithOpts(opts...)
 	if err != nil {

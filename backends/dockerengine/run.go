@@ -102,7 +102,7 @@ func (e *Engine) engineAnswers(ctx context.Context) error {
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	req, err := http.NewRequestWithContext(backends.WithoutDialRetry(ctx), http.MethodGet, "http://docker/_ping", nil)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/system"
@@ -100,27 +101,60 @@ func (b *Backend) conn(ctx context.Context) (context.Context, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.connCtx == nil {
-		fi, err := os.Stat(b.socketPath)
+		// A missing socket may be a service that is restarting: connect
+		// retries it, and only then is the path examined.
+		connCtx, err := b.connect(ctx)
+		fi, statErr := os.Stat(b.socketPath)
 		if err != nil {
-			return nil, fmt.Errorf("podman socket %s: %w; %s", b.socketPath, err, startHint)
+			if statErr == nil && fi.Mode()&os.ModeSocket == 0 {
+				return nil, fmt.Errorf("podman socket %s is not a socket; %s", b.socketPath, startHint)
+			}
+			return nil, fmt.Errorf("connect to podman at %s: %w; %s", b.socketPath, err, startHint)
 		}
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("podman socket %s is not a socket; %s", b.socketPath, startHint)
+		if statErr != nil {
+			return nil, fmt.Errorf("podman socket %s: %w; %s", b.socketPath, statErr, startHint)
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
 			return nil, fmt.Errorf("podman socket %s: cannot read its owner", b.socketPath)
 		}
-		// The connection outlives every call, so it is opened on a context
-		// that is never canceled; calls bring their own (see withConn).
-		connCtx, err := bindings.NewConnection(context.Background(), "unix://"+b.socketPath)
-		if err != nil {
-			return nil, fmt.Errorf("connect to podman at %s: %w; %s", b.socketPath, err, startHint)
-		}
 		b.connCtx = connCtx
 		b.owner = owner{uid: int(st.Uid), gid: int(st.Gid)}
 	}
 	return withConn{ctx, b.connCtx}, nil
+}
+
+// connect opens the bindings' connection, retrying while the service
+// refuses (it may be restarting) as [config.Docker] api_retries says, and
+// makes its later connections retry the same way. The connection outlives
+// every call, so it is opened on a context that is never canceled; calls
+// bring their own (see withConn).
+func (b *Backend) connect(ctx context.Context) (context.Context, error) {
+	retry := backends.DialRetry{Attempts: b.cfg.APIRetries, Delay: b.cfg.APIRetryDelay.Duration}
+	delay := retry.Delay
+	for attempt := 0; ; attempt++ {
+		connCtx, err := bindings.NewConnection(context.Background(), "unix://"+b.socketPath)
+		if err == nil {
+			if c, cerr := bindings.GetClient(connCtx); cerr == nil {
+				// The bindings' attach needs the transport to stay an
+				// *http.Transport, so the dialer is wrapped, not the
+				// transport.
+				if tr, ok := c.Client.Transport.(*http.Transport); ok && tr.DialContext != nil {
+					tr.DialContext = retry.Wrap(tr.DialContext)
+				}
+			}
+			return connCtx, nil
+		}
+		if !backends.TransientDialError(err) || attempt >= retry.Attempts {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 4*time.Second)
+	}
 }
 
 // checkService refuses a rootful service when the admin demands rootless.

@@ -48,7 +48,7 @@ type Backend struct {
 // New returns a socket backend for the admin config. It does not contact the
 // engine.
 func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
-	cli, err := dockerengine.NewClient(cfg.Docker.Host)
+	cli, err := dockerengine.NewClient(cfg.Docker)
 	if err != nil {
 		return nil, err
 	}
