@@ -85,7 +85,7 @@ func backendEnv(t *testing.T, backend string) *env {
 func TestCancelAndKillMatrix(t *testing.T) {
 	requireDocker(t)
 	stall := stallRegistry(t)
-	points := []string{"prepare: pull", "prepare: service wait", "build_script", "cleanup"}
+	points := []string{"prepare: pull", "prepare: service wait", "build_script", "after_script", "cleanup"}
 	n := 0
 	for _, backend := range []string{"socket", "dind", "podman"} {
 		for _, point := range points {
@@ -111,6 +111,10 @@ func TestCancelAndKillMatrix(t *testing.T) {
 						wait = func(s *runner.Session) bool { return strings.Contains(s.Log(), "Starting service") }
 					case "build_script":
 						wait = func(s *runner.Session) bool { return strings.Contains(s.Log(), "script-started\n") }
+					case "after_script":
+						job.Script = []string{"true"}
+						job.AfterScript = []string{"echo after-started", "sleep " + marker}
+						wait = func(s *runner.Session) bool { return strings.Contains(s.Log(), "after-started\n") }
 					}
 					ctx := context.Background()
 					s, err := e.emu.Start(ctx, job)
@@ -159,6 +163,16 @@ func TestCancelAndKillMatrix(t *testing.T) {
 							t.Fatalf("get_sources: %d\n%s", g.ExitCode, g.Output)
 						}
 						r = interrupt(func(ctx context.Context) runner.StageResult { return s.RunStage(ctx, "build_script") }, wait)
+					case "after_script":
+						if p := s.Prepare(ctx); p.ExitCode != 0 {
+							t.Fatalf("prepare: %d\n%s", p.ExitCode, p.Output)
+						}
+						for _, stage := range []string{"get_sources", "build_script"} {
+							if g := s.RunStage(ctx, stage); g.ExitCode != 0 {
+								t.Fatalf("%s: %d\n%s", stage, g.ExitCode, g.Output)
+							}
+						}
+						r = interrupt(func(ctx context.Context) runner.StageResult { return s.RunStage(ctx, "after_script") }, wait)
 					case "cleanup":
 						if p := s.Prepare(ctx); p.ExitCode != 0 {
 							t.Fatalf("prepare: %d\n%s", p.ExitCode, p.Output)

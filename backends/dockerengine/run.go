@@ -32,7 +32,13 @@ func (e *Engine) Run(ctx context.Context, job *backends.Job, stage backends.Stag
 
 	attach, err := e.api.ContainerAttach(ctx, name, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
-		if errdefs.IsNotFound(err) {
+		// The attach upgrade may report a missing container as a bare 404.
+		gone := errdefs.IsNotFound(err)
+		if !gone {
+			_, ierr := e.api.ContainerInspect(ctx, name)
+			gone = errdefs.IsNotFound(ierr)
+		}
+		if gone {
 			return 0, fmt.Errorf("container %q of this job is gone: prepare did not finish or cleanup already ran: %w", name, err)
 		}
 		return 0, fmt.Errorf("attach to %q: %w", name, err)
