@@ -84,13 +84,27 @@ func TestSoak(t *testing.T) {
 	results := make([]soakResult, len(plans))
 	work := make(chan int)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done, wrong, leaks := 0, 0, 0
+	start := time.Now()
 	for range *soakWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range work {
 				p := plans[i]
-				results[i] = soakOne(t, e, conn, p.backend, p.kind, p.point, p.delay)
+				r := soakOne(t, e, conn, p.backend, p.kind, p.point, p.delay)
+				results[i] = r
+				mu.Lock()
+				done++
+				if !r.ok {
+					wrong++
+				}
+				leaks += len(r.leaked)
+				if done%20 == 0 || done == len(plans) {
+					fmt.Fprintf(os.Stderr, "soak: %d/%d jobs in %s, %d wrong, %d leaked\n", done, len(plans), time.Since(start).Round(time.Second), wrong, leaks)
+				}
+				mu.Unlock()
 			}
 		}()
 	}
