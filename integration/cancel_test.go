@@ -60,6 +60,23 @@ func userProcesses(marker string) []string {
 	return found
 }
 
+// cleanupLeavesNothing runs the runner's cleanup and checks that nothing
+// labelled is left in Docker or, for podman, in the podman service.
+func cleanupLeavesNothing(t *testing.T, e *env, s *runner.Session, backend string) {
+	t.Helper()
+	if c := s.Cleanup(context.Background()); c.ExitCode != 0 {
+		t.Errorf("cleanup: exit %d\n%s", c.ExitCode, c.Output)
+	}
+	if left := e.resources(); len(left) > 0 {
+		t.Errorf("left in Docker after cleanup: %v", left)
+	}
+	if backend == "podman" {
+		if left := podmanResources(t, requirePodman(t), e.runner); len(left) > 0 {
+			t.Errorf("left in podman after cleanup: %v", left)
+		}
+	}
+}
+
 // backendEnv is a test env whose default backend is the named one.
 func backendEnv(t *testing.T, backend string) *env {
 	t.Helper()
@@ -192,17 +209,7 @@ func TestCancelAndKillMatrix(t *testing.T) {
 
 					s.KillOnCancel = false
 					cleaned = true
-					if c := s.Cleanup(ctx); c.ExitCode != 0 {
-						t.Errorf("the fresh cleanup: exit %d\n%s", c.ExitCode, c.Output)
-					}
-					if left := e.resources(); len(left) > 0 {
-						t.Errorf("left in Docker after cleanup: %v", left)
-					}
-					if backend == "podman" {
-						if left := podmanResources(t, requirePodman(t), e.runner); len(left) > 0 {
-							t.Errorf("left in podman after cleanup: %v", left)
-						}
-					}
+					cleanupLeavesNothing(t, e, s, backend)
 					for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 						procs := userProcesses("sleep " + marker)
 						if len(procs) == 0 {

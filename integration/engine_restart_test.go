@@ -95,17 +95,7 @@ func TestEngineRestartDuringBuildScript(t *testing.T) {
 
 			startEngines(t)
 			restarted = true
-			if c := s.Cleanup(ctx); c.ExitCode != 0 {
-				t.Errorf("cleanup after the engine came back: exit %d\n%s", c.ExitCode, c.Output)
-			}
-			if left := e.resources(); len(left) > 0 {
-				t.Errorf("left in Docker: %v", left)
-			}
-			if backend == "podman" {
-				if left := podmanResources(t, requirePodman(t), e.runner); len(left) > 0 {
-					t.Errorf("left in podman: %v", left)
-				}
-			}
+			cleanupLeavesNothing(t, e, s, backend)
 			if t.Failed() {
 				t.Logf("job log:\n%s", truncate(s.Log(), 6000))
 			}
