@@ -324,6 +324,30 @@ func TestDindServiceOverridesRefused(t *testing.T) {
 	}
 }
 
+// TestDindLayerCacheOverTheLimitIsPruned sets a cache limit that any
+// build exceeds: cleanup prunes the cached layers, so the next job of the
+// project builds from scratch, and says why.
+func TestDindLayerCacheOverTheLimitIsPruned(t *testing.T) {
+	e := dindEnv(t, "layer_cache = \"project\"\nlayer_cache_max_size = \"1k\"\n")
+	const project = 207
+	cacheVolume := fmt.Sprintf("berth-%s-dindcache-%d", e.runner, project)
+	t.Cleanup(func() { _ = dockerCli.VolumeRemove(context.Background(), cacheVolume, true) })
+	files := map[string]string{"Dockerfile": "FROM " + busyboxImage + "\nRUN echo one > /1\nRUN echo two > /2\n"}
+	build := []string{"docker load -q -i busybox.tar", "docker build --no-cache=false . 2>&1"}
+	for i := range 2 {
+		job := e.dindJob(project, files)
+		job.Script = build
+		res := e.run(job)
+		requireSuccess(t, res)
+		if !strings.Contains(res.Log, "over dind.layer_cache_max_size") {
+			t.Errorf("job %d: cleanup did not prune the cache over its limit:\n%s", i, res.Log)
+		}
+		if s, _ := res.Stage("build_script"); strings.Contains(s.Output, "Using cache") {
+			t.Errorf("job %d built from a cache that should have been pruned:\n%s", i, s.Output)
+		}
+	}
+}
+
 func TestDindInnerMTUFollowsTheJobNetwork(t *testing.T) {
 	e := newEnv(t, options{policyTOML: dindPolicy, extraTOML: "network_mtu = 1400\n" + dindCapabilityCfg})
 	job := e.job(206)

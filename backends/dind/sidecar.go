@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -335,11 +336,23 @@ func (b *Backend) pruneCache(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		return fmt.Errorf("prune the inner build cache: %w", err)
 	}
+	// The classic builder's cache is the untagged images of earlier
+	// builds, so they go only when the layers outgrow the limit.
+	du, err := inner.DiskUsage(ctx, types.DiskUsageOptions{Types: []types.DiskUsageObject{types.ImageObject}})
+	if err != nil {
+		return fmt.Errorf("measure the inner image layers: %w", err)
+	}
+	if du.LayersSize <= max {
+		if report.SpaceReclaimed > 0 {
+			b.log.Infof("Pruned the DinD layer cache: %d bytes of build cache; image layers (%d bytes) are within dind.layer_cache_max_size", report.SpaceReclaimed, du.LayersSize)
+		}
+		return nil
+	}
 	images, err := inner.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "true")))
 	if err != nil {
 		return fmt.Errorf("prune dangling inner images: %w", err)
 	}
-	b.log.Infof("Pruned the DinD layer cache: %d bytes of build cache, %d bytes of dangling images", report.SpaceReclaimed, images.SpaceReclaimed)
+	b.log.Infof("Pruned the DinD layer cache: %d bytes of build cache, %d bytes of dangling images (layers were %d bytes, over dind.layer_cache_max_size)", report.SpaceReclaimed, images.SpaceReclaimed, du.LayersSize)
 	return nil
 }
 
