@@ -2,6 +2,8 @@ package backends
 
 import (
 	"context"
+	"errors"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -51,4 +53,19 @@ func EnsureImages[T any](ctx context.Context, images []Image, ensure func(ctx co
 		found[img.Name] = results[i]
 	}
 	return found, nil
+}
+
+// Parallel runs fn for 0..n-1 at once and joins the errors.
+func Parallel(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -110,10 +111,47 @@ func (d *Driver) Prepare(ctx context.Context) error {
 		}
 	}
 	d.Log.Infof("Using berth %s with backend %s%s", Version, spec.Backend, desc)
+	marker := prepareMarker(spec.BuildsDir)
+	if err := writeMarker(marker, prepareStarted); err != nil {
+		return classify(ctx, err)
+	}
 	if err := backend.Prepare(ctx, spec); err != nil {
 		return classify(ctx, fmt.Errorf("prepare job environment: %w", err))
 	}
+	if err := writeMarker(marker, prepareDone); err != nil {
+		return classify(ctx, err)
+	}
 	return nil
+}
+
+// The prepare marker, next to the job's builds dir, says whether prepare
+// began creating resources and whether it finished. A prepare killed in
+// between may have create requests in flight that the engine completes
+// after the process is gone; cleanup then waits for them (settleTime) and
+// looks again.
+const (
+	prepareStarted = "started\n"
+	prepareDone    = "done\n"
+	settleTime     = 2 * time.Second
+)
+
+func prepareMarker(buildsDir string) string { return buildsDir + ".prepare" }
+
+func writeMarker(path, state string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return systemErr(fmt.Errorf("create the runner's builds directory: %w; check builds_dir in the berth config", err))
+	}
+	if err := os.WriteFile(path, []byte(state), 0o644); err != nil {
+		return systemErr(fmt.Errorf("record the prepare state: %w; check builds_dir in the berth config", err))
+	}
+	return nil
+}
+
+// interruptedPrepare reports whether a prepare of the job began creating
+// resources and did not finish.
+func interruptedPrepare(buildsDir string) bool {
+	data, err := os.ReadFile(prepareMarker(buildsDir))
+	return err == nil && string(data) == prepareStarted
 }
 
 // Run runs one `run <script> <stage>` call.
@@ -166,19 +204,42 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 	spec := &backends.Job{ID: job.ID, ProjectID: job.ProjectID, ProjectPath: job.ProjectPath, Runner: d.Config.RunnerName,
 		BuildsDir: BuildsDir(d.Config, job.ID), CacheDir: CacheDir(d.Config, job.ProjectID)}
 	var errs []error
+	opened := map[string]backends.Backend{}
 	for _, name := range names {
 		backend, err := d.openBackend(name)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		spec.Backend = name
-		if err := backend.Cleanup(ctx, spec); err != nil {
-			errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
+		opened[name] = backend
+	}
+	passes := 1
+	if interruptedPrepare(spec.BuildsDir) {
+		passes = 2
+	}
+	for pass := range passes {
+		if pass > 0 {
+			d.Log.Debugf("prepare was interrupted: waiting %s for requests it left in flight", settleTime)
+			select {
+			case <-ctx.Done():
+			case <-time.After(settleTime):
+			}
+		}
+		for _, name := range names {
+			backend, ok := opened[name]
+			if !ok {
+				continue
+			}
+			spec.Backend = name
+			if err := backend.Cleanup(ctx, spec); err != nil {
+				errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
+			}
 		}
 	}
-	if err := os.RemoveAll(BuildsDir(d.Config, job.ID)); err != nil {
-		errs = append(errs, fmt.Errorf("remove the job's builds directory: %w", err))
+	for _, path := range []string{BuildsDir(d.Config, job.ID), prepareMarker(spec.BuildsDir)} {
+		if err := os.RemoveAll(path); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", path, err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return systemErr(err)

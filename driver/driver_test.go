@@ -112,8 +112,12 @@ func newTestDriver(t *testing.T, resp any, extra map[string]string) (*Driver, *o
 	log, _, logBuf := newTestLogger(t, "text")
 	var stdout bytes.Buffer
 	o := &opener{backends: map[string]*fakeBackend{"socket": {}, "podman": {}}}
+	cfg := config.Default()
+	// Prepare and cleanup write beside the builds dir.
+	root := t.TempDir()
+	cfg.BuildsDir, cfg.CacheDir = filepath.Join(root, "builds"), filepath.Join(root, "cache")
 	d := &Driver{
-		Config: config.Default(),
+		Config: cfg,
 		Env:    jobEnv(t, resp, extra),
 		Log:    log,
 		Stdout: &stdout,
@@ -133,8 +137,8 @@ func TestConfigure(t *testing.T) {
 		t.Fatalf("got %q, want one JSON object: %v", stdout, err)
 	}
 	want := map[string]any{
-		"builds_dir":           "/builds/berth/101",
-		"cache_dir":            "/cache/berth/7",
+		"builds_dir":           d.Config.BuildsDir + "/berth/101",
+		"cache_dir":            d.Config.CacheDir + "/berth/7",
 		"builds_dir_is_shared": false,
 		"hostname":             "berth-berth-101",
 		"driver":               map[string]any{"name": "berth", "version": Version},
@@ -223,7 +227,7 @@ func TestPrepare(t *testing.T) {
 		t.Fatalf("got opened %v calls %v, want socket opened and prepared once", o.opened, b.calls)
 	}
 	spec := b.jobs[0]
-	if spec.ID != 101 || spec.Backend != "socket" || spec.Image.Name != "alpine:3" || spec.BuildsDir != "/builds/berth/101" {
+	if spec.ID != 101 || spec.Backend != "socket" || spec.Image.Name != "alpine:3" || spec.BuildsDir != d.Config.BuildsDir+"/berth/101" {
 		t.Errorf("got spec %+v, want job 101 on socket with alpine:3", spec)
 	}
 	if strings.Contains(logBuf.String(), "job-token-secret") || !strings.Contains(logBuf.String(), "[MASKED]") {
@@ -388,6 +392,54 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
+// TestCleanupAfterAnInterruptedPrepareLooksTwice: a prepare that began
+// creating and never finished may have left create requests in flight, so
+// cleanup waits and runs every backend's cleanup again. A prepare that
+// finished needs one pass. The marker goes with the job.
+func TestCleanupAfterAnInterruptedPrepareLooksTwice(t *testing.T) {
+	for _, tc := range []struct {
+		state string
+		want  []string
+	}{
+		{prepareStarted, []string{"cleanup", "cleanup"}},
+		{prepareDone, []string{"cleanup"}},
+	} {
+		d, o, _, _ := newTestDriver(t, testResponse(), nil)
+		marker := prepareMarker(BuildsDir(d.Config, 101))
+		if err := writeMarker(marker, tc.state); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Cleanup(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := o.backends["socket"].calls; !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("prepare %q: got %v, want %v", strings.TrimSpace(tc.state), got, tc.want)
+		}
+		if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("prepare %q: the marker outlived cleanup: %v", strings.TrimSpace(tc.state), err)
+		}
+	}
+}
+
+func TestPrepareMarksItsProgress(t *testing.T) {
+	d, o, _, _ := newTestDriver(t, testResponse(), nil)
+	marker := prepareMarker(BuildsDir(d.Config, 101))
+	o.backends["socket"].prepareErr = errors.New("engine gone")
+	if err := d.Prepare(context.Background()); err == nil {
+		t.Fatal("prepare succeeded")
+	}
+	if !interruptedPrepare(BuildsDir(d.Config, 101)) {
+		t.Error("a failed prepare did not leave the started marker")
+	}
+	o.backends["socket"].prepareErr = nil
+	if err := d.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(marker); string(data) != prepareDone {
+		t.Errorf("marker after a finished prepare: %q", data)
+	}
+}
+
 func writeScript(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "script.sh")
@@ -444,7 +496,7 @@ func TestRunFindsTheJob(t *testing.T) {
 				t.Fatalf("got backends opened %v, want [%s]", o.opened, tc.wantBackend)
 			}
 			job := o.backends[tc.wantBackend].jobs[0]
-			if job.ID != 101 || job.ProjectID != 7 || job.BuildsDir != "/builds/berth/101" || job.CacheDir != "/cache/berth/7" {
+			if job.ID != 101 || job.ProjectID != 7 || job.BuildsDir != d.Config.BuildsDir+"/berth/101" || job.CacheDir != d.Config.CacheDir+"/berth/7" {
 				t.Errorf("got job %d project %d dirs %q %q, want the payload's ids", job.ID, job.ProjectID, job.BuildsDir, job.CacheDir)
 			}
 		})

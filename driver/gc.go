@@ -36,8 +36,10 @@ type gcJob struct {
 	resources     []string
 }
 
-// Host directories berth makes next to a job's builds dir.
-var jobDirSuffixes = []string{"", ".dind-certs", ".docker-proxy"}
+// What berth makes under <builds_dir>/<runner> for a job: its builds dir,
+// the DinD certificates and guarded-socket dirs beside it, and the prepare
+// marker.
+var jobDirSuffixes = []string{"", ".dind-certs", ".docker-proxy", ".prepare"}
 
 // GC removes what jobs of this runner left behind once they are certainly
 // over: their timeout from the job response plus gc_grace have passed since
@@ -154,9 +156,9 @@ func (d *Driver) GC(ctx context.Context, opts GCOptions) error {
 	return nil
 }
 
-// findJobDirs adds the runner's job directories under builds_dir to jobs:
-// <id>, <id>.dind-certs and <id>.docker-proxy. Entries of other shapes are
-// not berth's and stay.
+// findJobDirs adds what the runner's jobs left under builds_dir to jobs:
+// <id>, <id>.dind-certs, <id>.docker-proxy and <id>.prepare. Entries of
+// other shapes are not berth's and stay.
 func (d *Driver) findJobDirs(jobs map[int64]*gcJob) error {
 	root := filepath.Join(d.Config.BuildsDir, d.Config.RunnerName)
 	entries, err := os.ReadDir(root)
@@ -167,9 +169,6 @@ func (d *Driver) findJobDirs(jobs map[int64]*gcJob) error {
 		return fmt.Errorf("read %s: %w", root, err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
 		for _, suffix := range jobDirSuffixes {
 			idText, ok := strings.CutSuffix(e.Name(), suffix)
 			if !ok {

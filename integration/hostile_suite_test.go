@@ -177,17 +177,6 @@ func hostileCases() []hostileCase {
 		identity("CI_PROJECT_PATH_SLUG"),
 		identity("CI_RUNNER_ID"),
 
-		{item: 2, name: "GIT_CLONE_PATH outside the builds dir", class: "",
-			setup: func(_ *testing.T, _ *env, job *runner.Job) {
-				job.Variables = []runner.Variable{{Key: "GIT_CLONE_PATH", Value: "/etc/../../etc", Public: true}}
-				job.Script = []string{"pwd"}
-			},
-			want: []string{"$ pwd"}, creates: createsAnything,
-			check: func(t *testing.T, e *env, job *runner.Job, res *runner.Result) {
-				if s, _ := res.Stage("build_script"); !strings.Contains(s.Output, filepath.Join(e.root, "builds")) {
-					t.Errorf("the job did not run in its own builds dir:\n%s", s.Output)
-				}
-			}},
 		// The runner's scripts cd to builds dir + project path; the
 		// traversal leads nowhere on the host, since the containers see
 		// only the job's own builds dir of it.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -24,7 +23,7 @@ func (e *Engine) Cleanup(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		return fmt.Errorf("list job containers: %w", err)
 	}
-	errs = append(errs, parallel(len(containers), func(i int) error {
+	errs = append(errs, backends.Parallel(len(containers), func(i int) error {
 		c := containers[i]
 		err := e.api.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		// A conflict here means another removal is already under way.
@@ -38,7 +37,7 @@ func (e *Engine) Cleanup(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list job networks: %w", err))
 	}
-	errs = append(errs, parallel(len(networks), func(i int) error {
+	errs = append(errs, backends.Parallel(len(networks), func(i int) error {
 		err := e.api.NetworkRemove(ctx, networks[i].ID)
 		if gone(err) {
 			return nil
@@ -50,7 +49,7 @@ func (e *Engine) Cleanup(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list job volumes: %w", err))
 	}
-	errs = append(errs, parallel(len(volumes.Volumes), func(i int) error {
+	errs = append(errs, backends.Parallel(len(volumes.Volumes), func(i int) error {
 		err := e.api.VolumeRemove(ctx, volumes.Volumes[i].Name, true)
 		if gone(err) {
 			return nil
@@ -63,19 +62,4 @@ func (e *Engine) Cleanup(ctx context.Context, job *backends.Job) error {
 // gone reports whether a removal succeeded or found the object already gone.
 func gone(err error) bool {
 	return err == nil || errdefs.IsNotFound(err)
-}
-
-// parallel runs fn for 0..n-1 at once and joins the errors.
-func parallel(n int, fn func(i int) error) error {
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = fn(i)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }

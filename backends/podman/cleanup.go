@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/images"
@@ -38,7 +37,7 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 			ids, names = append(ids, c.ID), append(names, fmt.Sprint(c.Names))
 		}
 	}
-	errs = append(errs, parallel(len(ids), func(i int) error {
+	errs = append(errs, backends.Parallel(len(ids), func(i int) error {
 		_, err := containers.Remove(ctx, ids[i], new(containers.RemoveOptions).WithForce(true).WithVolumes(true).WithTimeout(0))
 		// Podman answers 500 where Docker answers 409 when another removal
 		// is already under way; a container that is gone after it is fine.
@@ -58,7 +57,7 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 			netNames = append(netNames, n.Name)
 		}
 	}
-	errs = append(errs, parallel(len(netNames), func(i int) error {
+	errs = append(errs, backends.Parallel(len(netNames), func(i int) error {
 		_, err := network.Remove(ctx, netNames[i], new(network.RemoveOptions).WithForce(true))
 		if gone(err) {
 			return nil
@@ -76,7 +75,7 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 			volNames = append(volNames, v.Name)
 		}
 	}
-	errs = append(errs, parallel(len(volNames), func(i int) error {
+	errs = append(errs, backends.Parallel(len(volNames), func(i int) error {
 		err := volumes.Remove(ctx, volNames[i], new(volumes.RemoveOptions).WithForce(true))
 		if gone(err) {
 			return nil
@@ -136,19 +135,4 @@ func (b *Backend) owns(job *backends.Job, labels map[string]string) bool {
 func (b *Backend) exists(ctx context.Context, id string) bool {
 	ok, err := containers.Exists(ctx, id, nil)
 	return err != nil || ok
-}
-
-// parallel runs fn for 0..n-1 at once and joins the errors.
-func parallel(n int, fn func(i int) error) error {
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = fn(i)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
