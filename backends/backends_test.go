@@ -196,3 +196,23 @@ func TestAddRecordGroupsByJobAndSkipsForeignLabels(t *testing.T) {
 		t.Errorf("got %+v, want the earliest created, the timeout and both resources", r)
 	}
 }
+
+func TestStageMode(t *testing.T) {
+	tests := []struct {
+		name                string
+		configured          string
+		override, imageEntr []string
+		want                string
+	}{
+		{"no entrypoint", StageModeExec, nil, nil, StageModeExec},
+		{"image entrypoint", StageModeExec, nil, []string{"/docker-entrypoint.sh"}, StageModeAttach},
+		{"job clears the image's entrypoint", StageModeExec, []string{""}, []string{"/docker-entrypoint.sh"}, StageModeExec},
+		{"job sets an entrypoint", StageModeExec, []string{"/bin/tini", "--"}, nil, StageModeAttach},
+		{"admin chose attach", StageModeAttach, nil, nil, StageModeAttach},
+	}
+	for _, tc := range tests {
+		if got := StageMode(tc.configured, tc.override, tc.imageEntr); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -15,28 +15,78 @@ import (
 const RunnerBinaryPath = "/usr/local/bin/gitlab-runner"
 
 // DetectShell is the docker executor's shell detection, the command of
-// every stage container: the stage script arrives on stdin of the first
-// shell found.
-const DetectShell = `if [ -x /usr/local/bin/bash ]; then
-	exec /usr/local/bin/bash 
-elif [ -x /usr/bin/bash ]; then
-	exec /usr/bin/bash 
-elif [ -x /bin/bash ]; then
-	exec /bin/bash 
-elif [ -x /usr/local/bin/sh ]; then
-	exec /usr/local/bin/sh 
-elif [ -x /usr/bin/sh ]; then
-	exec /usr/bin/sh 
-elif [ -x /bin/sh ]; then
-	exec /bin/sh 
-elif [ -x /busybox/sh ]; then
-	exec /busybox/sh 
-else
-	echo shell not found
-	exit 1
-fi
+// every stage container in attach mode: the stage script arrives on stdin
+// of the first shell found, which is the container's PID 1.
+var DetectShell = detectShell("exec $s ")
 
+// StageExec is the command of each stage's exec in exec mode: the stage
+// script arrives on stdin of the shell DetectShell would pick. When that
+// shell exits, every process the stage left is killed, as they die with
+// an attached stage container's PID 1.
+var StageExec = detectShell(`"$s"; rc=$?; kill -KILL -1 2>/dev/null; exit $rc`)
+
+// StageKeepalive is the command of a stage container in exec mode: it idles
+// as PID 1 while the stages run as execs. On SIGTERM (a canceled stage's
+// stop) it passes the signal to every process in the container and waits
+// for them, until the stop's grace ends in SIGKILL. Without a `sleep` in
+// the image it idles on its stdin, which is kept open.
+const StageKeepalive = `trap 'kill -TERM -1 2>/dev/null; wait; while kill -0 -1 2>/dev/null; do sleep 0.1 2>/dev/null || sleep 1; done; exit 0' TERM
+while :; do sleep 3600 & wait $!; [ $? = 127 ] && break; done
+while :; do read -r _ || sleep 1; done
 `
+
+// stageShells are the shells the docker executor looks for, in order.
+var stageShells = []string{"/usr/local/bin/bash", "/usr/bin/bash", "/bin/bash", "/usr/local/bin/sh", "/usr/bin/sh", "/bin/sh", "/busybox/sh"}
+
+// detectShell sets $s to the first of stageShells present and runs then.
+func detectShell(then string) string {
+	var b strings.Builder
+	for i, sh := range stageShells {
+		kw := "elif"
+		if i == 0 {
+			kw = "if"
+		}
+		fmt.Fprintf(&b, "%s [ -x %s ]; then\n\ts=%s\n", kw, sh, sh)
+	}
+	b.WriteString("else\n\techo shell not found\n\texit 1\nfi\n")
+	b.WriteString(then + "\n")
+	return b.String()
+}
+
+// Stage modes: how stage scripts reach a job's containers.
+const (
+	// StageModeExec starts each stage container once, in prepare, with
+	// StageKeepalive, and runs every stage as an exec: one round trip
+	// instead of a container start per stage.
+	StageModeExec = "exec"
+	// StageModeAttach starts the stopped container once per stage with the
+	// script on its stdin, exactly as the docker executor does. Images
+	// with an entrypoint always run this way: their entrypoint must wrap
+	// every stage's shell.
+	StageModeAttach = "attach"
+)
+
+// LabelStageMode records a stage container's mode, for run.
+const LabelStageMode = "berth.stage-mode"
+
+// StageMode is the mode of a stage container: exec when the admin allows it
+// and the container's effective entrypoint (the job's override, else the
+// image's) is empty.
+func StageMode(configured string, override, imageEntrypoint []string) string {
+	if configured != StageModeExec {
+		return StageModeAttach
+	}
+	effective := imageEntrypoint
+	if override != nil {
+		effective = override
+	}
+	for _, arg := range effective {
+		if arg != "" {
+			return StageModeAttach
+		}
+	}
+	return StageModeExec
+}
 
 // ResolveRunnerBinary resolves the admin's docker.runner_binary (a path, or
 // a name looked up in the host's PATH) to the real file to mount, or "" for

@@ -96,6 +96,11 @@ type Docker struct {
 	// StopTimeout is how long a canceled stage's processes get after
 	// SIGTERM before they are killed.
 	StopTimeout Duration `toml:"stop_timeout"`
+	// StageMode is how stage scripts reach the job's containers: "exec"
+	// (one exec per stage in containers prepare started) or "attach" (one
+	// container start per stage, as the docker executor does). Images
+	// with an entrypoint always use attach.
+	StageMode string `toml:"stage_mode"`
 	// APIRetries is how many more times berth tries to connect to an
 	// engine (the Docker daemon or the Podman service) that refuses, or
 	// whose socket is missing, as while it restarts; APIRetryDelay is the
@@ -175,6 +180,7 @@ func Default() *Config {
 			PullPolicy:             []string{PullAlways},
 			WaitForServicesTimeout: Duration{30 * time.Second},
 			StopTimeout:            Duration{2 * time.Second},
+			StageMode:              "exec",
 			APIRetries:             4,
 			APIRetryDelay:          Duration{250 * time.Millisecond},
 		},
@@ -371,6 +377,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Docker.StopTimeout.Duration < 0 || c.Docker.StopTimeout.Duration > 5*time.Minute {
 		bad("docker.stop_timeout", "must be between 0s and 5m")
+	}
+	if c.Docker.StageMode != "exec" && c.Docker.StageMode != "attach" {
+		bad("docker.stage_mode", "unknown stage mode %q (use \"exec\" or \"attach\")", c.Docker.StageMode)
 	}
 	if err := c.Docker.validateLimits(); err != nil {
 		errs = append(errs, err)

@@ -38,6 +38,7 @@ pull_policy = ["if-not-present", "always"]
 auth_config = '{"auths":{}}'
 wait_for_services_timeout = "1m30s"
 stop_timeout = "5s"
+stage_mode = "attach"
 memory = "512m"
 memory_swap = "-1"
 cpus = "1.5"
@@ -87,6 +88,7 @@ func TestParseFullConfig(t *testing.T) {
 		AuthConfig:             `{"auths":{}}`,
 		WaitForServicesTimeout: Duration{90 * time.Second},
 		StopTimeout:            Duration{5 * time.Second},
+		StageMode:              "attach",
 		APIRetries:             4,
 		APIRetryDelay:          Duration{250 * time.Millisecond},
 		Memory:                 "512m",
@@ -211,6 +213,7 @@ func TestValidateRules(t *testing.T) {
 		"negative services timeout":   {func(c *Config) { c.Docker.WaitForServicesTimeout = Duration{-time.Second} }, "docker.wait_for_services_timeout"},
 		"negative stop_timeout":       {func(c *Config) { c.Docker.StopTimeout = Duration{-time.Second} }, "docker.stop_timeout"},
 		"stop_timeout over 5m":        {func(c *Config) { c.Docker.StopTimeout = Duration{6 * time.Minute} }, "docker.stop_timeout"},
+		"unknown stage_mode":          {func(c *Config) { c.Docker.StageMode = "fork" }, "docker.stage_mode"},
 		"bad memory":                  {func(c *Config) { c.Docker.Memory = "lots" }, "docker.memory"},
 		"zero memory":                 {func(c *Config) { c.Docker.Memory = "0" }, "docker.memory"},
 		"bad memory_swap":             {func(c *Config) { c.Docker.MemorySwap = "-2" }, "docker.memory_swap"},

@@ -57,6 +57,10 @@ type fakeAPI struct {
 	pullOpts map[string]image.PullOptions
 
 	attachErr error
+	// execErr is what exec create returns; stageMode is the stage-mode
+	// label inspect reports.
+	execErr   error
+	stageMode string
 }
 
 func (f *fakeAPI) record(format string, args ...any) {
@@ -148,6 +152,16 @@ func (f *fakeAPI) ImagePull(ctx context.Context, ref string, opts image.PullOpti
 func (f *fakeAPI) ContainerAttach(ctx context.Context, id string, opts container.AttachOptions) (types.HijackedResponse, error) {
 	f.record("attach %s", id)
 	return types.HijackedResponse{}, f.attachErr
+}
+
+func (f *fakeAPI) ContainerExecCreate(ctx context.Context, id string, opts container.ExecOptions) (container.ExecCreateResponse, error) {
+	f.record("exec %s", id)
+	return container.ExecCreateResponse{}, f.execErr
+}
+
+func (f *fakeAPI) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	f.record("inspect container %s", id)
+	return container.InspectResponse{Config: &container.Config{Labels: map[string]string{backends.LabelStageMode: f.stageMode}}}, nil
 }
 
 // newTestEngine returns an engine on api whose log entries the returned
@@ -563,25 +577,36 @@ func TestHealthPorts(t *testing.T) {
 }
 
 func TestRunWhenTheContainerIsGone(t *testing.T) {
-	api := &fakeAPI{attachErr: errdefs.NotFound(errors.New("no such container"))}
-	e, _ := newTestEngine(t, api)
-	_, err := e.Run(context.Background(), testJob(), backends.Stage{Name: "build_script"})
-	if err == nil || !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "prepare did not finish") {
-		t.Errorf("got %v, want a not-found error that points at prepare", err)
+	tests := map[string]*fakeAPI{
+		"exec mode":   {execErr: errdefs.NotFound(errors.New("no such container"))},
+		"attach mode": {execErr: errdefs.Conflict(errors.New("not running")), stageMode: backends.StageModeAttach, attachErr: errdefs.NotFound(errors.New("no such container"))},
 	}
-	if got, want := api.calls("attach"), []string{"attach berth-ci-1-101-build"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("got %v, want %v", got, want)
+	for name, api := range tests {
+		t.Run(name, func(t *testing.T) {
+			e, _ := newTestEngine(t, api)
+			_, err := e.Run(context.Background(), testJob(), backends.Stage{Name: "build_script"})
+			if err == nil || !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "prepare did not finish") {
+				t.Errorf("got %v, want a not-found error that points at prepare", err)
+			}
+			if got, want := api.calls("exec"), []string{"exec berth-ci-1-101-build"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
 	}
 }
 
 func TestRunPicksTheHelperContainer(t *testing.T) {
-	api := &fakeAPI{attachErr: errdefs.NotFound(errors.New("no such container"))}
+	api := &fakeAPI{execErr: errdefs.Conflict(errors.New("not running")), stageMode: backends.StageModeAttach, attachErr: errdefs.NotFound(errors.New("no such container"))}
 	e, _ := newTestEngine(t, api)
 	_, _ = e.Run(context.Background(), testJob(), backends.Stage{Name: "get_sources", Helper: true})
 	e.cfg.UseHelper = false
 	_, _ = e.Run(context.Background(), testJob(), backends.Stage{Name: "get_sources", Helper: true})
 	want := []string{"attach berth-ci-1-101-helper", "attach berth-ci-1-101-build"}
 	if got := api.calls("attach"); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	want = []string{"exec berth-ci-1-101-helper", "exec berth-ci-1-101-build"}
+	if got := api.calls("exec"); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 }

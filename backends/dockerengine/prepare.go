@@ -62,12 +62,12 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 	}
 
 	if e.cfg.UseHelper {
-		if err := e.createStageContainer(ctx, job, RoleHelper, runnerBinary, volumes); err != nil {
+		if err := e.createStageContainer(ctx, job, RoleHelper, runnerBinary, volumes, images); err != nil {
 			return err
 		}
 		runnerBinary = ""
 	}
-	return e.createStageContainer(ctx, job, RoleBuild, runnerBinary, volumes)
+	return e.createStageContainer(ctx, job, RoleBuild, runnerBinary, volumes, images)
 }
 
 // runnerBinary resolves the host's gitlab-runner binary to mount, or "" for
@@ -108,13 +108,20 @@ func (e *Engine) createVolumes(ctx context.Context, job *backends.Job) ([]string
 	return binds, nil
 }
 
-// createStageContainer creates the stopped container that stage scripts of
-// the given role run in, one `start` per stage as the docker executor does.
-func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, role, runnerBinary string, volumes []string) error {
+// createStageContainer creates the container that stage scripts of the
+// given role run in. In attach mode it stays stopped, for one `start` per
+// stage as the docker executor does; in exec mode it is started here, to
+// idle while each stage runs as an exec (see [backends.StageMode]).
+func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, role, runnerBinary string, volumes []string, images map[string]image.InspectResponse) error {
 	name, img, entrypoint := buildContainerName(job), job.Image.Name, job.Image.Entrypoint
 	if role == RoleHelper {
 		name, img, entrypoint = helperContainerName(job), e.cfg.HelperImage, nil
 	}
+	var imageEntrypoint []string
+	if inspect, ok := images[img]; ok && inspect.Config != nil {
+		imageEntrypoint = inspect.Config.Entrypoint
+	}
+	mode := backends.StageMode(e.cfg.StageMode, entrypoint, imageEntrypoint)
 	binds := []string{
 		job.BuildsDir + ":" + job.BuildsDir,
 		job.CacheDir + ":" + job.CacheDir,
@@ -132,18 +139,26 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 	}
 	env = append(env, job.Env...)
 
+	labels := job.Labels(role)
+	labels[backends.LabelStageMode] = mode
 	cfg := &container.Config{
 		Image:        img,
 		Hostname:     job.Name(),
 		Env:          env,
 		Cmd:          []string{"sh", "-c", backends.DetectShell},
 		Entrypoint:   entrypoint,
-		Labels:       job.Labels(role),
+		Labels:       labels,
 		OpenStdin:    true,
 		StdinOnce:    true,
 		AttachStdin:  true,
 		AttachStdout: true,
 		AttachStderr: true,
+	}
+	if mode == backends.StageModeExec {
+		// The keepalive's stdin stays open and unattached: it idles on it
+		// when the image has no sleep.
+		cfg.Cmd = []string{"sh", "-c", backends.StageKeepalive}
+		cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false
 	}
 	if role == RoleBuild {
 		cfg.User = e.cfg.User
@@ -173,6 +188,11 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 	ApplySecurityOpt(hc, e.cfg.SecurityOpt)
 	if _, err := e.api.ContainerCreate(ctx, cfg, hc, nil, nil, name); err != nil {
 		return fmt.Errorf("create %s container %q from image %q: %w", role, name, img, err)
+	}
+	if mode == backends.StageModeExec {
+		if err := e.api.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
+			return fmt.Errorf("start %s container %q: %w", role, name, err)
+		}
 	}
 	return nil
 }

@@ -173,15 +173,20 @@ func TestPrepareCreatesTheJobEnvironment(t *testing.T) {
 			order = append(order, c)
 		}
 	}
+	// Exec mode (the default) starts the stage containers in prepare.
 	wantOrder := []string{
 		"create container berth-ci-1-101-svc-0", "start id-berth-ci-1-101-svc-0", "before stage containers",
-		"create container berth-ci-1-101-helper", "create container berth-ci-1-101-build",
+		"create container berth-ci-1-101-helper", "start berth-ci-1-101-helper",
+		"create container berth-ci-1-101-build", "start berth-ci-1-101-build",
 	}
 	if !reflect.DeepEqual(order, wantOrder) {
 		t.Errorf("got %v, want %v", order, wantOrder)
 	}
-	if !reflect.DeepEqual(api.started, []string{"id-berth-ci-1-101-svc-0"}) {
-		t.Errorf("got started %v, want only the service", api.started)
+	for _, name := range []string{"berth-ci-1-101-helper", "berth-ci-1-101-build"} {
+		c := byName[name]
+		if c.cfg.Labels[backends.LabelStageMode] != backends.StageModeExec || !reflect.DeepEqual([]string(c.cfg.Cmd), []string{"sh", "-c", backends.StageKeepalive}) {
+			t.Errorf("%s: got stage mode %q cmd %q, want exec mode's keepalive", name, c.cfg.Labels[backends.LabelStageMode], c.cfg.Cmd)
+		}
 	}
 
 	wantBinds := []string{job.BuildsDir + ":" + job.BuildsDir, job.CacheDir + ":" + job.CacheDir, "/srv/certs:/certs:ro", "berth-ci-1-101-vol-1:/scratch"}

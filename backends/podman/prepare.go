@@ -83,12 +83,12 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 		}
 	}
 	if b.cfg.UseHelper {
-		if err := b.createStageContainer(ctx, job, roleHelper, runnerBinary, vols, named); err != nil {
+		if err := b.createStageContainer(ctx, job, roleHelper, runnerBinary, vols, named, images); err != nil {
 			return err
 		}
 		runnerBinary = ""
 	}
-	return b.createStageContainer(ctx, job, roleBuild, runnerBinary, vols, named)
+	return b.createStageContainer(ctx, job, roleBuild, runnerBinary, vols, named, images)
 }
 
 // makeHostDirs creates the job's builds and cache directories and gives them
@@ -170,17 +170,30 @@ func envMap(lists ...[]string) map[string]string {
 	return m
 }
 
-// createStageContainer creates the stopped container that stage scripts of
-// the given role run in, one start per stage as the docker executor does.
-func (b *Backend) createStageContainer(ctx context.Context, job *backends.Job, role, runnerBinary string, vols []spec.Mount, named []*specgen.NamedVolume) error {
+// createStageContainer creates the container that stage scripts of the
+// given role run in. In attach mode it stays stopped, for one start per
+// stage as the docker executor does; in exec mode it is started here, to
+// idle while each stage runs as an exec (see [backends.StageMode]).
+func (b *Backend) createStageContainer(ctx context.Context, job *backends.Job, role, runnerBinary string, vols []spec.Mount, named []*specgen.NamedVolume, images map[string]*types.ImageInspectReport) error {
 	name, img, entrypoint := buildContainerName(job), job.Image.Name, job.Image.Entrypoint
 	if role == roleHelper {
 		name, img, entrypoint = helperContainerName(job), b.cfg.HelperImage, nil
 	}
+	var imageEntrypoint []string
+	if report := images[img]; report != nil && report.ImageData != nil && report.Config != nil {
+		imageEntrypoint = report.Config.Entrypoint
+	}
+	mode := backends.StageMode(b.cfg.StageMode, entrypoint, imageEntrypoint)
 	s := b.containerSpec(job, name, img, role, nil)
+	s.Labels[backends.LabelStageMode] = mode
 	s.Hostname = job.Name()
 	s.Entrypoint = entrypoint
 	s.Command = []string{"sh", "-c", backends.DetectShell}
+	if mode == backends.StageModeExec {
+		// The keepalive's stdin stays open and unattached: it idles on it
+		// when the image has no sleep.
+		s.Command = []string{"sh", "-c", backends.StageKeepalive}
+	}
 	yes := true
 	s.Stdin = &yes
 	mounts := []spec.Mount{
@@ -211,6 +224,11 @@ func (b *Backend) createStageContainer(ctx context.Context, job *backends.Job, r
 	b.applyLimits(s, job.Policy)
 	if _, err := containers.CreateWithSpec(ctx, s, nil); err != nil {
 		return fmt.Errorf("create %s container %q from image %q: %w", role, name, img, err)
+	}
+	if mode == backends.StageModeExec {
+		if err := containers.Start(ctx, name, nil); err != nil {
+			return fmt.Errorf("start %s container %q: %w", role, name, err)
+		}
 	}
 	return nil
 }

@@ -2,58 +2,151 @@
 // with, side by side in one run, and prints a table of medians, minima and
 // maxima with the ratios. It drives the built binary the way gitlab-runner
 // does, through integration/runner, and needs the engines and images of
-// integration/provision.sh.
+// integration/provision.sh. It needs no GitLab.
 //
-//	go run ./integration/bench -runs 5
+//	go run -tags '...' ./integration/bench -runs 5
+//	go run -tags '...' ./integration/bench -runs 3 -only noop-socket,stage
+//	go run -tags '...' ./integration/bench -quick   # one short run of every row
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"github.com/berthci/berth/integration/runner"
 )
 
+// podmanSocket is the rootless service that integration/provision.sh runs.
+const podmanSocket = "/run/user/1001/podman/podman.sock"
+
+// row is one line of the table: berth's samples next to the baseline's,
+// taken alternately in the same run.
+type row struct {
+	name, baselineName string
+	unit               string // "s", "ms", "MiB" or "MB/s"
+	higherIsBetter     bool
+	target             string // the issue's target, for the reader
+	berth, baseline    []float64
+	note               string
+}
+
+// bench is what every measurement shares.
+type bench struct {
+	root     string
+	emu      *runner.Emulator
+	cli      *client.Client
+	repo     string // a bare git repository for the dind build rows
+	idMu     sync.Mutex
+	jobID    int64
+	quick    bool
+	logBytes int64
+	jobs     int // throughput: jobs in all
+	workers  int // throughput: jobs at once
+}
+
+// nextID is a job id not used before in this run; the throughput row asks
+// for them from several goroutines.
+func (b *bench) nextID() int64 {
+	b.idMu.Lock()
+	defer b.idMu.Unlock()
+	b.jobID++
+	return b.jobID
+}
+
+// measurement is one row's producer: one sample of berth and one of the
+// baseline per call.
+type measurement struct {
+	key  string
+	row  *row
+	once func(ctx context.Context, b *bench, r *row) error
+}
+
 func main() {
-	runs := flag.Int("runs", 5, "runs per measurement")
-	only := flag.String("only", "", `measure only these rows: "dind" or "podman" (default both)`)
+	runs := flag.Int("runs", 5, "samples per row")
+	only := flag.String("only", "", "comma-separated rows to measure (default all): "+strings.Join(rowKeys(), ", "))
+	quick := flag.Bool("quick", false, "one sample per row and small sizes, to check that the harness works (timings are meaningless)")
+	logMB := flag.Int64("log-mb", 200, "logs row: megabytes of stdout")
+	jobs := flag.Int("jobs", 20, "throughput row: no-op jobs in all")
+	workers := flag.Int("workers", 4, "throughput row: jobs at once")
 	flag.Parse()
-	if *only != "" && *only != "dind" && *only != "podman" {
-		fmt.Fprintln(os.Stderr, `bench: -only must be "dind" or "podman"`)
+	selected, err := selectRows(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
-	if err := run(*runs, *only); err != nil {
+	b := &bench{quick: *quick, logBytes: *logMB << 20, jobs: *jobs, workers: *workers}
+	if *quick {
+		*runs, b.logBytes, b.jobs, b.workers = 1, 8<<20, 4, 2
+	}
+	if err := b.run(context.Background(), *runs, selected); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-type row struct {
-	name, baselineName string
-	berth, baseline    []time.Duration
+func rowKeys() []string {
+	var keys []string
+	for _, m := range measurements() {
+		keys = append(keys, m.key)
+	}
+	return keys
 }
 
-func run(runs int, only string) error {
-	ctx := context.Background()
+func selectRows(only string) ([]measurement, error) {
+	all := measurements()
+	if only == "" {
+		return all, nil
+	}
+	var out []measurement
+	for _, key := range strings.Split(only, ",") {
+		i := slices.IndexFunc(all, func(m measurement) bool { return m.key == strings.TrimSpace(key) })
+		if i < 0 {
+			return nil, fmt.Errorf("-only: no row %q; the rows are %s", key, strings.Join(rowKeys(), ", "))
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}
+
+func (b *bench) run(ctx context.Context, runs int, ms []measurement) error {
+	if err := b.setup(); err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.root)
+	defer b.removeLeftovers(context.Background())
+	for i := range runs {
+		for _, m := range ms {
+			if err := m.once(ctx, b, m.row); err != nil {
+				return fmt.Errorf("%s: %w", m.key, err)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "run %d/%d done\n", i+1, runs)
+	}
+	if n, err := b.leftovers(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		return fmt.Errorf("%d labelled resources left after the bench", n)
+	}
+	printTable(ms, runs)
+	return nil
+}
+
+func (b *bench) setup() error {
 	root, err := os.MkdirTemp("", "berth-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(root)
+	b.root = root
 	// The rootless podman user mounts the builds dir and berth's binary.
 	if err := os.Chmod(root, 0o755); err != nil {
 		return err
@@ -62,13 +155,11 @@ func run(runs int, only string) error {
 	if err := runner.BuildBerth(".", bin); err != nil {
 		return err
 	}
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
+	if b.cli, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
 		return err
 	}
 	gitDir := filepath.Join(root, "git")
-	repo, err := makeRepo(root, gitDir)
-	if err != nil {
+	if b.repo, err = makeRepo(root, gitDir); err != nil {
 		return err
 	}
 	cfgPath := filepath.Join(root, "config.toml")
@@ -76,8 +167,8 @@ func run(runs int, only string) error {
 cache_dir = %q
 runner_name = "bench"
 [policy]
-default_backend = "dind"
-allowed_backends = ["dind", "podman"]
+default_backend = "socket"
+allowed_backends = ["socket", "dind", "podman"]
 [docker]
 helper_image = "berth-test/helper:latest"
 runner_binary = "/usr/local/lib/berth-test/gitlab-runner"
@@ -96,188 +187,54 @@ socket = %q
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	emu := &runner.Emulator{Binary: bin, ConfigPath: cfgPath, WorkDir: root, GracefulKillTimeout: 10 * time.Second}
-	defer cleanupCacheVolumes(ctx, cli)
+	b.emu = &runner.Emulator{Binary: bin, ConfigPath: cfgPath, WorkDir: root, GracefulKillTimeout: 10 * time.Second}
+	b.jobID = time.Now().Unix() * 1000
+	return nil
+}
 
-	ready := row{name: "dind: sidecar start → authenticated ping", baselineName: "same dockerd cold start in a plain container"}
-	prepare := row{name: "dind: whole prepare (berth process)", baselineName: "same dockerd cold start in a plain container"}
-	builds := row{name: "dind: warm build (layer cache)", baselineName: "cold build (fresh volume)"}
-	podmanJob := row{name: "podman: no-op job, all stages (berth)", baselineName: "same containers and starts, podman CLI"}
-	jobID := time.Now().Unix() * 1000
-	var rows []*row
-	if only != "podman" {
-		rows = append(rows, &ready, &prepare, &builds)
-	}
-	if only != "dind" {
-		rows = append(rows, &podmanJob)
-	}
-	for i := range runs {
-		if only != "podman" {
-			if err := dindRun(ctx, emu, cli, repo, &jobID, i, &ready, &prepare, &builds); err != nil {
-				return err
-			}
-		}
-		if only != "dind" {
-			// A no-op podman job through berth, next to the same container
-			// steps done with the podman CLI against the same service.
-			jobID++
-			d, stages, err := podmanNoopJob(ctx, emu, jobID)
-			if err != nil {
-				return err
-			}
-			podmanJob.berth = append(podmanJob.berth, d)
-			base, err := podmanCLINoop(ctx, stages, jobID)
-			if err != nil {
-				return err
-			}
-			podmanJob.baseline = append(podmanJob.baseline, base)
-		}
-		fmt.Fprintf(os.Stderr, "run %d/%d done\n", i+1, runs)
-	}
-	fmt.Printf("%-44s %8s %8s %8s   %-46s %8s %8s %8s   %6s\n", "berth", "median", "min", "max", "baseline", "median", "min", "max", "ratio")
-	for _, r := range rows {
+func printTable(ms []measurement, runs int) {
+	fmt.Printf("berth bench: %d run(s) per row, %s\n\n", runs, time.Now().Format(time.RFC3339))
+	fmt.Printf("| %s | median | min | max | %s | median | min | max | ratio | target |\n", "berth", "baseline")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	for _, m := range ms {
+		r := m.row
 		bm, bmin, bmax := stats(r.berth)
 		lm, lmin, lmax := stats(r.baseline)
-		fmt.Printf("%-44s %7.2fs %7.2fs %7.2fs   %-46s %7.2fs %7.2fs %7.2fs   %5.2fx\n",
-			r.name, bm.Seconds(), bmin.Seconds(), bmax.Seconds(), r.baselineName, lm.Seconds(), lmin.Seconds(), lmax.Seconds(), bm.Seconds()/lm.Seconds())
-	}
-	fmt.Println("(build rows are the whole build_script stage, which includes `docker load` of busybox)")
-	fmt.Println("(the podman CLI baseline feeds each stage an empty script; berth's stages run the runner's scripts)")
-	return nil
-}
-
-// dindRun measures one run of the dind rows: prepare up to the sidecar's
-// TLS ping, which prepare logs, next to a plain dockerd container's plain
-// ping; then a cold and a warm build of the same project.
-func dindRun(ctx context.Context, emu *runner.Emulator, cli *client.Client, repo string, jobID *int64, i int, ready, prepare, builds *row) error {
-	// Readiness: berth's prepare up to the sidecar's TLS ping, which
-	// prepare logs, next to a plain dockerd container's plain ping.
-	*jobID++
-	s, err := emu.Start(ctx, &runner.Job{ID: *jobID, ProjectID: 1, ProjectPath: "bench/app", Image: runner.Image{Name: "berth-test/busybox:latest"},
-		Variables: []runner.Variable{{Key: "BERTH_DIND_CACHE", Value: "off", Public: true}}, ExtraCustomEnv: map[string]string{"BERTH_DIND_CACHE": "off"}})
-	if err != nil {
-		return err
-	}
-	r := s.Prepare(ctx)
-	prepare.berth = append(prepare.berth, r.Duration)
-	s.Cleanup(ctx)
-	if r.ExitCode != 0 {
-		return fmt.Errorf("prepare: %s", r.Output)
-	}
-	d, err := readyTime(r.Output)
-	if err != nil {
-		return err
-	}
-	ready.berth = append(ready.berth, d)
-	base, err := plainDockerdStart(ctx, cli)
-	if err != nil {
-		return err
-	}
-	ready.baseline = append(ready.baseline, base)
-	prepare.baseline = append(prepare.baseline, base)
-
-	// Builds: a fresh project (cold), then the same project again (warm).
-	for _, warm := range []bool{false, true} {
-		*jobID++
-		res, err := emu.RunJob(ctx, &runner.Job{ID: *jobID, ProjectID: int64(100 + i), ProjectPath: "bench/app", RepoURL: repo,
-			Image:  runner.Image{Name: "berth-test/debian:12"},
-			Script: []string{"docker load -q -i busybox.tar >/dev/null", "time docker build -q . >/dev/null"}})
-		if err != nil {
-			return err
+		ratio := "-"
+		if lm != 0 {
+			ratio = fmt.Sprintf("%.2fx", bm/lm)
 		}
-		if res.Failure != "" {
-			return fmt.Errorf("build job failed:\n%s", res.Log)
+		f := func(v float64) string { return format(v, r.unit) }
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.name, f(bm), f(bmin), f(bmax), r.baselineName, f(lm), f(lmin), f(lmax), ratio, r.target)
+	}
+	fmt.Println()
+	for _, m := range ms {
+		if m.row.note != "" {
+			fmt.Printf("- %s: %s\n", m.key, m.row.note)
 		}
-		st, _ := res.Stage("build_script")
-		if warm {
-			builds.berth = append(builds.berth, st.Duration)
-		} else {
-			builds.baseline = append(builds.baseline, st.Duration)
-		}
-	}
-	return nil
-}
-
-func readyTime(out string) (time.Duration, error) {
-	for _, line := range strings.Split(out, "\n") {
-		if i := strings.Index(line, "DinD daemon ready at"); i >= 0 {
-			var secs float64
-			if j := strings.Index(line, " in "); j >= 0 {
-				if _, err := fmt.Sscanf(line[j+4:], "%fs", &secs); err == nil {
-					return time.Duration(secs * float64(time.Second)), nil
-				}
-			}
-		}
-	}
-	return 0, fmt.Errorf("prepare did not report the DinD readiness time:\n%s", out)
-}
-
-// plainDockerdStart is the floor: the same image's dockerd in a plain
-// container on the default bridge, from create to a ping over TCP.
-func plainDockerdStart(ctx context.Context, cli *client.Client) (time.Duration, error) {
-	name := fmt.Sprintf("berth-bench-plain-dockerd-%d", time.Now().UnixNano())
-	start := time.Now()
-	hc := &container.HostConfig{CapAdd: []string{"ALL"}, CapDrop: []string{"SYS_RESOURCE"},
-		SecurityOpt: []string{"seccomp=unconfined", "apparmor=unconfined"}, MaskedPaths: []string{}, ReadonlyPaths: []string{}}
-	created, err := cli.ContainerCreate(ctx, &container.Config{Image: "berth-test/dind:latest",
-		Cmd: []string{"dockerd", "--host=tcp://0.0.0.0:2375", "--tls=false"}}, hc, nil, nil, name)
-	if err != nil {
-		return 0, err
-	}
-	defer cli.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		return 0, err
-	}
-	inspect, err := cli.ContainerInspect(ctx, created.ID)
-	if err != nil {
-		return 0, err
-	}
-	url := "http://" + net.JoinHostPort(inspect.NetworkSettings.IPAddress, "2375") + "/_ping"
-	hcl := &http.Client{Timeout: time.Second}
-	for time.Since(start) < time.Minute {
-		if resp, err := hcl.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(start), nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return 0, fmt.Errorf("plain dockerd did not answer within a minute")
-}
-
-func cleanupCacheVolumes(ctx context.Context, cli *client.Client) {
-	list, err := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "berth.runner=bench"))})
-	if err != nil {
-		return
-	}
-	for _, v := range list.Volumes {
-		_ = cli.VolumeRemove(ctx, v.Name, true)
 	}
 }
 
-func stats(ds []time.Duration) (median, lo, hi time.Duration) {
-	if len(ds) == 0 {
+func format(v float64, unit string) string {
+	switch unit {
+	case "s":
+		return fmt.Sprintf("%.2f s", v)
+	case "ms":
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.1f %s", v, unit)
+	}
+}
+
+func stats(vs []float64) (median, lo, hi float64) {
+	if len(vs) == 0 {
 		return 0, 0, 0
 	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := append([]float64(nil), vs...)
+	sort.Float64s(s)
 	return s[len(s)/2], s[0], s[len(s)-1]
 }
 
-func makeRepo(root, gitDir string) (string, error) {
-	dockerfile := "FROM berth-test/busybox:latest\n"
-	for i := range 8 {
-		dockerfile += fmt.Sprintf("RUN dd if=/dev/urandom of=/layer-%d bs=1M count=4 2>/dev/null && sleep 0.5\n", i)
-	}
-	tar := filepath.Join(root, "busybox.tar")
-	if out, err := exec.Command("docker", "save", "-o", tar, "berth-test/busybox:latest").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("docker save: %v\n%s", err, out)
-	}
-	image, err := os.ReadFile(tar)
-	if err != nil {
-		return "", err
-	}
-	return runner.MakeRepo(filepath.Join(root, "work"), filepath.Join(gitDir, "app.git"),
-		map[string]string{"Dockerfile": dockerfile, "busybox.tar": string(image)})
-}
+func seconds(d time.Duration) float64 { return d.Seconds() }
+func millis(d time.Duration) float64  { return float64(d) / float64(time.Millisecond) }

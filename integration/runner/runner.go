@@ -193,6 +193,10 @@ func (e *Emulator) Start(ctx context.Context, job *Job) (*Session, error) {
 	return s, nil
 }
 
+// Env is the environment the runner gives the driver for this job, for
+// callers that start the driver themselves (under /usr/bin/time, say).
+func (s *Session) Env() []string { return append([]string(nil), s.env...) }
+
 // Config is what config_exec printed.
 func (s *Session) Config() ConfigOutput { return s.config }
 
@@ -284,8 +288,14 @@ func (e *Emulator) RunJob(ctx context.Context, job *Job) (*Result, error) {
 
 // RunStage writes the stage's runner-style script and calls run_exec.
 func (s *Session) RunStage(ctx context.Context, stage string) StageResult {
+	return s.RunStageScript(ctx, stage, s.script(stage))
+}
+
+// RunStageScript calls run_exec for the stage with the given script in
+// place of the runner-style one, as a bench feeds trivial scripts.
+func (s *Session) RunStageScript(ctx context.Context, stage, script string) StageResult {
 	path := filepath.Join(s.dir, "script-"+stage)
-	if err := os.WriteFile(path, []byte(s.script(stage)), 0o700); err != nil {
+	if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
 		return StageResult{Name: stage, ExitCode: -1, Output: err.Error()}
 	}
 	return s.call(ctx, "run", path, stage).StageResult
