@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berthci/berth/backends"
@@ -248,7 +249,7 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 	userAliases := make([][]string, len(j.Services))
 	for i, s := range j.Services {
 		for _, alias := range splitAliases(s.Alias) {
-			if len(alias) > 253 || !hostnameRe.MatchString(alias) {
+			if len(alias) > 253 || !hostnameRe().MatchString(alias) {
 				return nil, buildErr(fmt.Errorf("service %q: alias %q is not a valid hostname: use letters, digits, '-' and '.', up to 63 characters a label", s.Name, alias))
 			}
 			prev, dup := taken[strings.ToLower(alias)]
@@ -290,11 +291,17 @@ func (j *Job) Spec(cfg *config.Config, d config.Decision) (*backends.Job, error)
 }
 
 // hostnameRe accepts RFC 1123 hostnames.
-var hostnameRe = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+// Compiled on first use: these bounded repetitions make large programs,
+// and every driver process would pay for them at start.
+var hostnameRe = lazyRegexp(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 
 // derivedNameRe accepts the docker executor's image-derived service names,
 // which keep '__' and '.'.
-var derivedNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,252}$`)
+var derivedNameRe = lazyRegexp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,252}$`)
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // splitAliases splits a service's alias field as the runner does: on commas
 // and white space.
@@ -317,7 +324,7 @@ func derivedAliases(image string) []string {
 	}
 	var aliases []string
 	for _, a := range []string{strings.ReplaceAll(name, "/", "__"), strings.ReplaceAll(name, "/", "-")} {
-		if derivedNameRe.MatchString(a) && !contains(aliases, a) {
+		if derivedNameRe().MatchString(a) && !contains(aliases, a) {
 			aliases = append(aliases, a)
 		}
 	}

@@ -2,6 +2,7 @@ package dockerengine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -52,22 +53,23 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 		return err
 	}
 
-	if err := e.startServices(ctx, job, images); err != nil {
-		return err
-	}
-	if e.opts.BeforeStageContainers != nil {
-		if err := e.opts.BeforeStageContainers(ctx, job); err != nil {
-			return err
-		}
-	}
-
+	// The helper needs neither the services nor what the backend starts
+	// before the job container, so it is made alongside them.
+	helperDone := make(chan error, 1)
 	if e.cfg.UseHelper {
-		if err := e.createStageContainer(ctx, job, RoleHelper, runnerBinary, volumes, images); err != nil {
-			return err
-		}
+		go func(bin string) { helperDone <- e.createStageContainer(ctx, job, RoleHelper, bin, volumes, images) }(runnerBinary)
 		runnerBinary = ""
+	} else {
+		helperDone <- nil
 	}
-	return e.createStageContainer(ctx, job, RoleBuild, runnerBinary, volumes, images)
+	err = e.startServices(ctx, job, images)
+	if err == nil && e.opts.BeforeStageContainers != nil {
+		err = e.opts.BeforeStageContainers(ctx, job)
+	}
+	if err == nil {
+		err = e.createStageContainer(ctx, job, RoleBuild, runnerBinary, volumes, images)
+	}
+	return errors.Join(err, <-helperDone)
 }
 
 // runnerBinary resolves the host's gitlab-runner binary to mount, or "" for

@@ -51,12 +51,16 @@ func (f *prepareAPI) VolumeCreate(ctx context.Context, opts volume.CreateOptions
 
 func (f *prepareAPI) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, _ *ocispec.Platform, name string) (container.CreateResponse, error) {
 	f.record("create container %s", name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.containers = append(f.containers, createdContainer{name: name, cfg: cfg, host: host, net: net})
 	return container.CreateResponse{ID: "id-" + name}, nil
 }
 
 func (f *prepareAPI) ContainerStart(ctx context.Context, id string, opts container.StartOptions) error {
 	f.record("start %s", id)
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.started = append(f.started, id)
 	return nil
 }
@@ -167,20 +171,28 @@ func TestPrepareCreatesTheJobEnvironment(t *testing.T) {
 	if hookJob != job {
 		t.Errorf("got hook job %p, want the prepared job %p", hookJob, job)
 	}
-	var order []string
+	// The helper is made alongside the services and the hook; the job
+	// container after both. Exec mode (the default) starts the stage
+	// containers in prepare.
+	var order, helperOrder []string
 	for _, c := range api.log {
 		if strings.HasPrefix(c, "start ") || strings.HasPrefix(c, "before ") || strings.HasPrefix(c, "create container") {
-			order = append(order, c)
+			if strings.HasSuffix(c, "-helper") {
+				helperOrder = append(helperOrder, c)
+			} else {
+				order = append(order, c)
+			}
 		}
 	}
-	// Exec mode (the default) starts the stage containers in prepare.
 	wantOrder := []string{
 		"create container berth-ci-1-101-svc-0", "start id-berth-ci-1-101-svc-0", "before stage containers",
-		"create container berth-ci-1-101-helper", "start berth-ci-1-101-helper",
 		"create container berth-ci-1-101-build", "start berth-ci-1-101-build",
 	}
 	if !reflect.DeepEqual(order, wantOrder) {
 		t.Errorf("got %v, want %v", order, wantOrder)
+	}
+	if want := []string{"create container berth-ci-1-101-helper", "start berth-ci-1-101-helper"}; !reflect.DeepEqual(helperOrder, want) {
+		t.Errorf("got helper calls %v, want %v", helperOrder, want)
 	}
 	for _, name := range []string{"berth-ci-1-101-helper", "berth-ci-1-101-build"} {
 		c := byName[name]

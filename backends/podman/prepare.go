@@ -4,6 +4,7 @@ package podman
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -74,21 +75,25 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		return err
 	}
-	if err := b.startServices(ctx, job, images); err != nil {
-		return err
-	}
-	if b.podman.JobSocket && b.guarded(job) {
-		if err := b.startProxy(ctx, job); err != nil {
-			return err
-		}
-	}
+	// The helper needs neither the services nor the proxy, so it is made
+	// alongside them.
+	helperDone := make(chan error, 1)
 	if b.cfg.UseHelper {
-		if err := b.createStageContainer(ctx, job, roleHelper, runnerBinary, vols, named, images); err != nil {
-			return err
-		}
+		go func(bin string) {
+			helperDone <- b.createStageContainer(ctx, job, roleHelper, bin, vols, named, images)
+		}(runnerBinary)
 		runnerBinary = ""
+	} else {
+		helperDone <- nil
 	}
-	return b.createStageContainer(ctx, job, roleBuild, runnerBinary, vols, named, images)
+	err = b.startServices(ctx, job, images)
+	if err == nil && b.podman.JobSocket && b.guarded(job) {
+		err = b.startProxy(ctx, job)
+	}
+	if err == nil {
+		err = b.createStageContainer(ctx, job, roleBuild, runnerBinary, vols, named, images)
+	}
+	return errors.Join(err, <-helperDone)
 }
 
 // makeHostDirs creates the job's builds and cache directories and gives them
