@@ -225,16 +225,20 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 			case <-time.After(settleTime):
 			}
 		}
-		for _, name := range names {
-			backend, ok := opened[name]
+		// The backends are asked at once: most jobs' resources are on one
+		// of them, and the others' answers cost only round trips.
+		errs = append(errs, backends.Parallel(len(names), func(i int) error {
+			backend, ok := opened[names[i]]
 			if !ok {
-				continue
+				return nil
 			}
-			spec.Backend = name
-			if err := backend.Cleanup(ctx, spec); err != nil {
-				errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
+			s := *spec
+			s.Backend = names[i]
+			if err := backend.Cleanup(ctx, &s); err != nil {
+				return fmt.Errorf("clean up backend %s: %w", names[i], err)
 			}
-		}
+			return nil
+		}))
 	}
 	for _, path := range []string{BuildsDir(d.Config, job.ID), prepareMarker(spec.BuildsDir)} {
 		if err := os.RemoveAll(path); err != nil {
