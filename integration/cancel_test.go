@@ -102,7 +102,10 @@ func backendEnv(t *testing.T, backend string) *env {
 func TestCancelAndKillMatrix(t *testing.T) {
 	requireDocker(t)
 	stall := stallRegistry(t)
-	points := []string{"prepare: pull", "prepare: service wait", "build_script", "after_script", "cleanup"}
+	// get_sources stands for the stages that run in the helper container
+	// (they differ only in their script); build_script and after_script
+	// for those of the job container.
+	points := []string{"prepare: pull", "prepare: service wait", "get_sources", "build_script", "after_script", "cleanup"}
 	n := 0
 	for _, backend := range []string{"socket", "dind", "podman"} {
 		for _, point := range points {
@@ -126,7 +129,7 @@ func TestCancelAndKillMatrix(t *testing.T) {
 						job.Services = []runner.Image{{Name: busyboxImage, Alias: "slow", Command: []string{"sleep", marker},
 							Variables: []runner.Variable{{Key: "HEALTHCHECK_TCP_PORT", Value: "9"}}}}
 						wait = func(s *runner.Session) bool { return strings.Contains(s.Log(), "Starting service") }
-					case "build_script":
+					case "get_sources", "build_script":
 						wait = func(s *runner.Session) bool { return strings.Contains(s.Log(), "script-started\n") }
 					case "after_script":
 						job.Script = []string{"true"}
@@ -172,6 +175,12 @@ func TestCancelAndKillMatrix(t *testing.T) {
 					switch point {
 					case "prepare: pull", "prepare: service wait":
 						r = interrupt(s.Prepare, wait)
+					case "get_sources":
+						if p := s.Prepare(ctx); p.ExitCode != 0 {
+							t.Fatalf("prepare: %d\n%s", p.ExitCode, p.Output)
+						}
+						script := "#!/usr/bin/env bash\necho script-started\nsleep " + marker + "\n"
+						r = interrupt(func(ctx context.Context) runner.StageResult { return s.RunStageScript(ctx, "get_sources", script) }, wait)
 					case "build_script":
 						if p := s.Prepare(ctx); p.ExitCode != 0 {
 							t.Fatalf("prepare: %d\n%s", p.ExitCode, p.Output)

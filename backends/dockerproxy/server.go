@@ -201,7 +201,7 @@ func WaitReady(ctx context.Context, sock string) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the guarded Docker socket %s did not answer: %w (last: %v)", sock, ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
