@@ -225,20 +225,16 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 			case <-time.After(settleTime):
 			}
 		}
-		// The backends are asked at once: most jobs' resources are on one
-		// of them, and the others' answers cost only round trips.
-		errs = append(errs, backends.Parallel(len(names), func(i int) error {
-			backend, ok := opened[names[i]]
+		for _, name := range names {
+			backend, ok := opened[name]
 			if !ok {
-				return nil
+				continue
 			}
-			s := *spec
-			s.Backend = names[i]
-			if err := backend.Cleanup(ctx, &s); err != nil {
-				return fmt.Errorf("clean up backend %s: %w", names[i], err)
+			spec.Backend = name
+			if err := backend.Cleanup(ctx, spec); err != nil {
+				errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
 			}
-			return nil
-		}))
+		}
 	}
 	for _, path := range []string{BuildsDir(d.Config, job.ID), prepareMarker(spec.BuildsDir)} {
 		if err := os.RemoveAll(path); err != nil {
