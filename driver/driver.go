@@ -225,6 +225,9 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 			case <-time.After(settleTime):
 			}
 		}
+		// One after the other: backends on the same engine (socket and
+		// dind) find the same containers by label, and one's network
+		// removal must not race the other's container removal.
 		for _, name := range names {
 			backend, ok := opened[name]
 			if !ok {
