@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/berthci/berth/config"
 )
@@ -214,5 +215,38 @@ func TestStageMode(t *testing.T) {
 		if got := StageMode(tc.configured, tc.override, tc.imageEntr); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestServiceWait(t *testing.T) {
+	log, hook := logtest.NewNullLogger()
+	w := StartServiceWait(context.Background(), 2, log, func(ctx context.Context, i int) string {
+		if i == 1 {
+			return "service 1 did not come up"
+		}
+		return ""
+	})
+	if err := w.Finish(false); err != nil {
+		t.Fatal(err)
+	}
+	if len(hook.Entries) != 1 || hook.LastEntry().Message != "service 1 did not come up" {
+		t.Errorf("got log %v, want the one warning", hook.Entries)
+	}
+
+	// Abort stops checks that would otherwise run to their timeout, and
+	// logs nothing.
+	hook.Reset()
+	w = StartServiceWait(context.Background(), 1, log, func(ctx context.Context, i int) string {
+		<-ctx.Done()
+		return "aborted"
+	})
+	if err := w.Finish(true); err != nil {
+		t.Fatal(err)
+	}
+	if len(hook.Entries) != 0 {
+		t.Errorf("got log %v after abort, want none", hook.Entries)
+	}
+	if err := (*ServiceWait)(nil).Finish(false); err != nil {
+		t.Errorf("nil wait: %v", err)
 	}
 }

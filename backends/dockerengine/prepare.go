@@ -62,13 +62,16 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 	} else {
 		helperDone <- nil
 	}
-	err = e.startServices(ctx, job, images)
+	// The services come up while the rest is made; the job container
+	// exists before they are waited for, but no stage runs before.
+	waitServices, err := e.startServices(ctx, job, images)
 	if err == nil && e.opts.BeforeStageContainers != nil {
 		err = e.opts.BeforeStageContainers(ctx, job)
 	}
 	if err == nil {
 		err = e.createStageContainer(ctx, job, RoleBuild, runnerBinary, volumes, images)
 	}
+	err = errors.Join(err, waitServices.Finish(err != nil))
 	return errors.Join(err, <-helperDone)
 }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -23,11 +22,12 @@ import (
 // warning shows.
 const serviceLogTail = "50"
 
-// startServices creates and starts the job's services on the job network,
-// then waits for each to listen on its ports.
-func (e *Engine) startServices(ctx context.Context, job *backends.Job, images map[string]image.InspectResponse) error {
+// startServices creates and starts the job's services on the job network
+// and starts waiting for each to listen on its ports; prepare does the rest
+// of its work in the meantime.
+func (e *Engine) startServices(ctx context.Context, job *backends.Job, images map[string]image.InspectResponse) (*backends.ServiceWait, error) {
 	if len(job.Services) == 0 {
-		return nil
+		return nil, nil
 	}
 	netName := networkName(job)
 	ids := make([]string, len(job.Services))
@@ -48,43 +48,29 @@ func (e *Engine) startServices(ctx context.Context, job *backends.Job, images ma
 		e.log.Infof("Starting service %s as %s ...", svc.Name, strings.Join(svc.Aliases, ", "))
 		created, err := e.api.ContainerCreate(ctx, cfg, e.hostConfig(job), nc, nil, name)
 		if err != nil {
-			return fmt.Errorf("create service container %q from image %q: %w", name, svc.Name, err)
+			return nil, fmt.Errorf("create service container %q from image %q: %w", name, svc.Name, err)
 		}
 		if err := e.api.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-			return fmt.Errorf("start service %q: %w", svc.Name, err)
+			return nil, fmt.Errorf("start service %q: %w", svc.Name, err)
 		}
 		ids[i] = created.ID
 	}
 
 	timeout := e.cfg.WaitForServicesTimeout.Duration
 	if timeout <= 0 {
-		return nil
+		return nil, nil
 	}
-	var wg sync.WaitGroup
-	warnings := make([]string, len(job.Services))
-	for i, svc := range job.Services {
+	return backends.StartServiceWait(ctx, len(job.Services), e.log, func(ctx context.Context, i int) string {
+		svc := job.Services[i]
 		ports := healthPorts(svc, images[svc.Name])
 		if len(ports) == 0 {
-			continue
+			return ""
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := e.waitForService(ctx, ids[i], netName, ports, timeout); err != nil && ctx.Err() == nil {
-				warnings[i] = e.serviceWarning(ids[i], svc, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return fmt.Errorf("wait for services: %w", ctx.Err())
-	}
-	for _, w := range warnings {
-		if w != "" {
-			e.log.Warn(w)
+		if err := e.waitForService(ctx, ids[i], netName, ports, timeout); err != nil {
+			return e.serviceWarning(ids[i], svc, err)
 		}
-	}
-	return nil
+		return ""
+	}), nil
 }
 
 // healthPorts are the TCP ports a service may listen on; see

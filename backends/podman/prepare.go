@@ -86,13 +86,16 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 	} else {
 		helperDone <- nil
 	}
-	err = b.startServices(ctx, job, images)
+	// The services come up while the rest is made; the job container
+	// exists before they are waited for, but no stage runs before.
+	waitServices, err := b.startServices(ctx, job, images)
 	if err == nil && b.podman.JobSocket && b.guarded(job) {
 		err = b.startProxy(ctx, job)
 	}
 	if err == nil {
 		err = b.createStageContainer(ctx, job, roleBuild, runnerBinary, vols, named, images)
 	}
+	err = errors.Join(err, waitServices.Finish(err != nil))
 	return errors.Join(err, <-helperDone)
 }
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
@@ -47,11 +46,12 @@ echo "no connection to $HOST on ports $PORTS within ${TIMEOUT}s"
 exit 1
 `
 
-// startServices creates and starts the job's services on the job network,
-// then waits for each to listen on its ports.
-func (b *Backend) startServices(ctx context.Context, job *backends.Job, images map[string]*types.ImageInspectReport) error {
+// startServices creates and starts the job's services on the job network
+// and starts waiting for each to listen on its ports; prepare does the rest
+// of its work in the meantime.
+func (b *Backend) startServices(ctx context.Context, job *backends.Job, images map[string]*types.ImageInspectReport) (*backends.ServiceWait, error) {
 	if len(job.Services) == 0 {
-		return nil
+		return nil, nil
 	}
 	for i, svc := range job.Services {
 		name := serviceContainerName(job, i)
@@ -62,20 +62,19 @@ func (b *Backend) startServices(ctx context.Context, job *backends.Job, images m
 		s.Env = envMap(svc.Env)
 		b.log.Infof("Starting service %s as %s ...", svc.Name, strings.Join(svc.Aliases, ", "))
 		if _, err := containers.CreateWithSpec(ctx, s, nil); err != nil {
-			return fmt.Errorf("create service container %q from image %q: %w", name, svc.Name, err)
+			return nil, fmt.Errorf("create service container %q from image %q: %w", name, svc.Name, err)
 		}
 		if err := containers.Start(ctx, name, nil); err != nil {
-			return fmt.Errorf("start service %q: %w", svc.Name, err)
+			return nil, fmt.Errorf("start service %q: %w", svc.Name, err)
 		}
 	}
 
 	timeout := b.cfg.WaitForServicesTimeout.Duration
 	if timeout <= 0 {
-		return nil
+		return nil, nil
 	}
-	var wg sync.WaitGroup
-	warnings := make([]string, len(job.Services))
-	for i, svc := range job.Services {
+	return backends.StartServiceWait(ctx, len(job.Services), b.log, func(ctx context.Context, i int) string {
+		svc := job.Services[i]
 		var exposed []string
 		if img := images[svc.Name]; img != nil && img.Config != nil {
 			for p := range img.Config.ExposedPorts {
@@ -84,26 +83,13 @@ func (b *Backend) startServices(ctx context.Context, job *backends.Job, images m
 		}
 		ports := backends.HealthPorts(svc, exposed)
 		if len(ports) == 0 {
-			continue
+			return ""
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := b.waitForService(ctx, job, i, ports, timeout); err != nil && ctx.Err() == nil {
-				warnings[i] = b.serviceWarning(ctx, serviceContainerName(job, i), svc, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return fmt.Errorf("wait for services: %w", ctx.Err())
-	}
-	for _, w := range warnings {
-		if w != "" {
-			b.log.Warn(w)
+		if err := b.waitForService(ctx, job, i, ports, timeout); err != nil {
+			return b.serviceWarning(ctx, serviceContainerName(job, i), svc, err)
 		}
-	}
-	return nil
+		return ""
+	}), nil
 }
 
 // waitForService runs a probe container on the job network until the
