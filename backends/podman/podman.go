@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containers/podman/v5/libpod/define"
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/system"
 	"github.com/containers/podman/v5/pkg/errorhandling"
@@ -61,6 +62,13 @@ type Backend struct {
 	mu      sync.Mutex
 	connCtx context.Context // carries the bindings' connection
 	owner   owner
+
+	// The service's info is asked once per process, in the background
+	// from Describe on: the query costs most of a second.
+	infoOnce sync.Once
+	infoDone chan struct{}
+	info     *define.Info
+	infoErr  error
 }
 
 // owner is the user the rootless service runs as: the owner of its socket.
@@ -161,14 +169,39 @@ func (b *Backend) connect(ctx context.Context) (context.Context, error) {
 // Prepare calls it; the later stages of the job trust that check, since
 // podman's info query costs most of a second.
 func (b *Backend) checkService(ctx context.Context) error {
-	info, err := system.Info(ctx, nil)
+	info, err := b.serviceInfo(ctx)
 	if err != nil {
-		return fmt.Errorf("query podman at %s: %w; %s", b.socketPath, err, startHint)
+		return err
 	}
 	if b.podman.RequireRootless && !info.Host.Security.Rootless {
 		return fmt.Errorf("podman at %s runs as root but [podman] require_rootless is true: point [podman] socket at a rootless service (systemctl --user enable --now podman.socket as the runner user)", b.socketPath)
 	}
 	return nil
+}
+
+// startInfo starts the query of the service's info, once.
+func (b *Backend) startInfo(ctx context.Context) {
+	b.infoOnce.Do(func() {
+		b.infoDone = make(chan struct{})
+		go func() {
+			defer close(b.infoDone)
+			b.info, b.infoErr = system.Info(ctx, nil)
+		}()
+	})
+}
+
+// serviceInfo waits for the service's info.
+func (b *Backend) serviceInfo(ctx context.Context) (*define.Info, error) {
+	b.startInfo(ctx)
+	select {
+	case <-b.infoDone:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("query podman at %s: %w", b.socketPath, ctx.Err())
+	}
+	if b.infoErr != nil {
+		return nil, fmt.Errorf("query podman at %s: %w; %s", b.socketPath, b.infoErr, startHint)
+	}
+	return b.info, nil
 }
 
 // withConn is ctx with the bindings' connection values of conn: the
@@ -192,15 +225,16 @@ func (b *Backend) Describe(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	v, err := system.Version(ctx, nil)
-	if err != nil {
-		return "", fmt.Errorf("query podman version: %w", err)
-	}
+	// The version is the one the service sent with the connection's
+	// ping; the info that prepare's rootless check needs is asked for
+	// meanwhile.
+	b.startInfo(ctx)
+	version := bindings.ServiceVersion(ctx)
 	mode := "rootful"
 	if b.owner.uid != 0 {
 		mode = fmt.Sprintf("rootless as uid %d", b.owner.uid)
 	}
-	return fmt.Sprintf("Podman %s, API %s, %s", v.Server.Version, v.Server.APIVersion, mode), nil
+	return fmt.Sprintf("Podman %s, %s", version, mode), nil
 }
 
 // code returns the HTTP status of a Podman API error, or 0.

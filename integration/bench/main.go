@@ -26,6 +26,10 @@ import (
 	"github.com/berthci/berth/integration/runner"
 )
 
+// unguardedProject is the project whose jobs a policy rule gives the raw
+// socket.
+const unguardedProject = "bench/unguarded"
+
 // podmanSocket is the rootless service that integration/provision.sh runs.
 const podmanSocket = "/run/user/1001/podman/podman.sock"
 
@@ -169,6 +173,10 @@ runner_name = "bench"
 [policy]
 default_backend = "socket"
 allowed_backends = ["socket", "dind", "podman"]
+[[policy.rule]]
+name = "unguarded"
+projects = [%q]
+socket_guard = false
 [docker]
 helper_image = "berth-test/helper:latest"
 runner_binary = "/usr/local/lib/berth-test/gitlab-runner"
@@ -183,7 +191,7 @@ security_opt = ["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconf
 layer_cache = "project"
 [podman]
 socket = %q
-`, filepath.Join(root, "builds"), filepath.Join(root, "cache"), gitDir+":"+gitDir+":ro", "unix://"+podmanSocket)
+`, filepath.Join(root, "builds"), filepath.Join(root, "cache"), unguardedProject, gitDir+":"+gitDir+":ro", "unix://"+podmanSocket)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}

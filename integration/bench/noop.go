@@ -26,9 +26,15 @@ const trivialScript = "#!/usr/bin/env bash\nset -eo pipefail\n: | eval 'true'\ne
 
 // noopJob runs config, prepare, the nine stages with trivial scripts and
 // cleanup through berth, as the runner would, and returns the wall time.
-func (b *bench) noopJob(ctx context.Context, backend string) (time.Duration, error) {
+// Jobs of the project unguardedProject get the raw socket (a policy rule
+// in the bench's config), as the CLI baselines do.
+func (b *bench) noopJob(ctx context.Context, backend string, unguarded bool) (time.Duration, error) {
 	start := time.Now()
-	s, err := b.emu.Start(ctx, &runner.Job{ID: b.nextID(), ProjectID: 500, ProjectPath: "bench/noop",
+	project := "bench/noop"
+	if unguarded {
+		project = unguardedProject
+	}
+	s, err := b.emu.Start(ctx, &runner.Job{ID: b.nextID(), ProjectID: 500, ProjectPath: project,
 		Image:     runner.Image{Name: "berth-test/busybox:latest"},
 		Variables: []runner.Variable{{Key: "BERTH_BACKEND", Value: backend, Public: true}, {Key: "BERTH_DIND_CACHE", Value: "off", Public: true}}})
 	if err != nil {
@@ -51,11 +57,22 @@ func (b *bench) noopJob(ctx context.Context, backend string) (time.Duration, err
 
 // engineCLI runs the docker CLI, or the podman CLI against the rootless
 // service.
-type engineCLI struct{ argv []string }
+type engineCLI struct {
+	argv []string
+	// rmNow makes `rm -f` kill at once: podman's waits out the stop
+	// timeout first, docker's does not.
+	rmNow []string
+}
+
+// rm is `rm -f -v` of the containers.
+func (c engineCLI) rm(ctx context.Context, names ...string) error {
+	_, err := c.run(ctx, append(append([]string{"rm", "-f", "-v"}, c.rmNow...), names...)...)
+	return err
+}
 
 var (
 	dockerCLI = engineCLI{argv: []string{"docker"}}
-	podmanCLI = engineCLI{argv: []string{"podman", "--remote", "--url", "unix://" + podmanSocket}}
+	podmanCLI = engineCLI{argv: []string{"podman", "--remote", "--url", "unix://" + podmanSocket}, rmNow: []string{"-t", "0"}}
 )
 
 func (c engineCLI) run(ctx context.Context, args ...string) (string, error) {
@@ -71,20 +88,22 @@ func (c engineCLI) run(ctx context.Context, args ...string) (string, error) {
 // script does it. A network, the helper and job containers started with a
 // long sleep, one `exec` per stage in the container berth would use, and
 // removal. With dind it also starts a dockerd sidecar on the network and
-// waits until `docker info` answers inside it.
+// waits until `docker version` answers inside it.
 func cliNoop(ctx context.Context, c engineCLI, name string, dind bool) (time.Duration, error) {
 	start := time.Now()
 	helper, build := name+"-helper", name+"-build"
 	containers := []string{helper, build}
 	defer func() {
-		_, _ = c.run(context.WithoutCancel(ctx), append([]string{"rm", "-f", "-v"}, append(containers, name+"-docker")...)...)
+		_ = c.rm(context.WithoutCancel(ctx), append(containers, name+"-docker")...)
 		_, _ = c.run(context.WithoutCancel(ctx), "network", "rm", name)
 	}()
 	steps := [][]string{{"network", "create", name}}
 	if dind {
 		steps = append(steps, []string{"run", "-d", "--name", name + "-docker", "--network", name, "--network-alias", "docker",
 			"--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-			"--security-opt", "systempaths=unconfined", "berth-test/dind:latest"})
+			// Only the unix socket: dockerd waits 15 s before it serves
+			// plain TCP without --tls=false.
+			"--security-opt", "systempaths=unconfined", "berth-test/dind:latest", "dockerd", "--host=unix:///var/run/docker.sock"})
 		containers = append(containers, name+"-docker")
 	}
 	steps = append(steps,
@@ -97,7 +116,9 @@ func cliNoop(ctx context.Context, c engineCLI, name string, dind bool) (time.Dur
 	}
 	if dind {
 		for {
-			if _, err := c.run(ctx, "exec", name+"-docker", "docker", "info"); err == nil {
+			// `docker version`, not `docker info`: info asks the default
+			// registry, which takes seconds without a network.
+			if _, err := c.run(ctx, "exec", name+"-docker", "docker", "version"); err == nil {
 				break
 			}
 			if time.Since(start) > time.Minute {
@@ -115,7 +136,7 @@ func cliNoop(ctx context.Context, c engineCLI, name string, dind bool) (time.Dur
 			return 0, err
 		}
 	}
-	if _, err := c.run(ctx, append([]string{"rm", "-f", "-v"}, containers...)...); err != nil {
+	if err := c.rm(ctx, containers...); err != nil {
 		return 0, err
 	}
 	if _, err := c.run(ctx, "network", "rm", name); err != nil {
@@ -124,11 +145,14 @@ func cliNoop(ctx context.Context, c engineCLI, name string, dind bool) (time.Dur
 	return time.Since(start), nil
 }
 
-func noopRow(backend string, c engineCLI, cliName string, target string) measurement {
-	r := &row{name: backend + ": no-op job (config, prepare, 9 stages, cleanup)", baselineName: "the same engine work with the " + cliName + " CLI, 9 execs",
-		unit: "s", target: target}
-	return measurement{key: "noop-" + backend, row: r, once: func(ctx context.Context, b *bench, r *row) error {
-		d, err := b.noopJob(ctx, backend)
+func noopRow(backend string, unguarded bool, c engineCLI, cliName string, target string) measurement {
+	key, name := "noop-"+backend, backend+": no-op job (config, prepare, 9 stages, cleanup)"
+	if unguarded {
+		key, name = key+"-unguarded", backend+", socket guard off: no-op job"
+	}
+	r := &row{name: name, baselineName: "the same engine work with the " + cliName + " CLI, 9 execs", unit: "s", target: target}
+	return measurement{key: key, row: r, once: func(ctx context.Context, b *bench, r *row) error {
+		d, err := b.noopJob(ctx, backend, unguarded)
 		if err != nil {
 			return err
 		}
@@ -147,7 +171,7 @@ func throughputRow() measurement {
 	r := &row{name: "socket: no-op jobs at concurrency (wall of all)", baselineName: "the CLI sequences at the same concurrency", unit: "s", target: "≤ 0.8x, 0 leaks"}
 	return measurement{key: "throughput", row: r, once: func(ctx context.Context, b *bench, r *row) error {
 		r.note = fmt.Sprintf("%d jobs, %d at once; the run fails if anything labelled is left", b.jobs, b.workers)
-		d, err := b.parallel(ctx, func(ctx context.Context) error { _, err := b.noopJob(ctx, "socket"); return err })
+		d, err := b.parallel(ctx, func(ctx context.Context) error { _, err := b.noopJob(ctx, "socket", false); return err })
 		if err != nil {
 			return err
 		}

@@ -164,6 +164,9 @@ type Session struct {
 	// KeepStreams keeps each call's stdout and stderr apart as well, in
 	// StageResult.Stdout and Stderr.
 	KeepStreams bool
+	// StageStdout, when set, takes the stages' stdout in place of the job
+	// log, as a bench that counts bytes wants.
+	StageStdout io.Writer
 }
 
 // Start writes the job's files and runs config_exec.
@@ -343,6 +346,8 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 		cmd.Stdout = &stdout
 	} else if s.KeepStreams {
 		cmd.Stdout = io.MultiWriter(out, &streamOut)
+	} else if s.StageStdout != nil {
+		cmd.Stdout = s.StageStdout
 	} else {
 		cmd.Stdout = out
 	}
