@@ -202,17 +202,19 @@ func TestStageMode(t *testing.T) {
 	tests := []struct {
 		name                string
 		configured          string
+		ulimits             bool
 		override, imageEntr []string
 		want                string
 	}{
-		{"no entrypoint", StageModeExec, nil, nil, StageModeExec},
-		{"image entrypoint", StageModeExec, nil, []string{"/docker-entrypoint.sh"}, StageModeAttach},
-		{"job clears the image's entrypoint", StageModeExec, []string{""}, []string{"/docker-entrypoint.sh"}, StageModeExec},
-		{"job sets an entrypoint", StageModeExec, []string{"/bin/tini", "--"}, nil, StageModeAttach},
-		{"admin chose attach", StageModeAttach, nil, nil, StageModeAttach},
+		{"no entrypoint", StageModeExec, false, nil, nil, StageModeExec},
+		{"image entrypoint", StageModeExec, false, nil, []string{"/docker-entrypoint.sh"}, StageModeAttach},
+		{"job clears the image's entrypoint", StageModeExec, false, []string{""}, []string{"/docker-entrypoint.sh"}, StageModeExec},
+		{"job sets an entrypoint", StageModeExec, false, []string{"/bin/tini", "--"}, nil, StageModeAttach},
+		{"admin chose attach", StageModeAttach, false, nil, nil, StageModeAttach},
+		{"admin ulimits", StageModeExec, true, nil, nil, StageModeAttach},
 	}
 	for _, tc := range tests {
-		if got := StageMode(tc.configured, tc.override, tc.imageEntr); got != tc.want {
+		if got := StageMode(tc.configured, tc.ulimits, tc.override, tc.imageEntr); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
 	}

@@ -69,11 +69,12 @@ const (
 // LabelStageMode records a stage container's mode, for run.
 const LabelStageMode = "berth.stage-mode"
 
-// StageMode is the mode of a stage container: exec when the admin allows it
-// and the container's effective entrypoint (the job's override, else the
-// image's) is empty.
-func StageMode(configured string, override, imageEntrypoint []string) string {
-	if configured != StageModeExec {
+// StageMode is the mode of a stage container: exec when the admin allows
+// it, sets no ulimits (an exec'd process gets the engine's limits, not the
+// container's) and the container's effective entrypoint (the job's
+// override, else the image's) is empty.
+func StageMode(configured string, ulimits bool, override, imageEntrypoint []string) string {
+	if configured != StageModeExec || ulimits {
 		return StageModeAttach
 	}
 	effective := imageEntrypoint

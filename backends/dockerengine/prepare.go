@@ -126,7 +126,7 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 	if inspect, ok := images[img]; ok && inspect.Config != nil {
 		imageEntrypoint = inspect.Config.Entrypoint
 	}
-	mode := backends.StageMode(e.cfg.StageMode, entrypoint, imageEntrypoint)
+	mode := backends.StageMode(e.cfg.StageMode, len(e.limits.Ulimits) > 0, entrypoint, imageEntrypoint)
 	binds := []string{
 		job.BuildsDir + ":" + job.BuildsDir,
 		job.CacheDir + ":" + job.CacheDir,

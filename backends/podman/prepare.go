@@ -191,7 +191,7 @@ func (b *Backend) createStageContainer(ctx context.Context, job *backends.Job, r
 	if report := images[img]; report != nil && report.ImageData != nil && report.Config != nil {
 		imageEntrypoint = report.Config.Entrypoint
 	}
-	mode := backends.StageMode(b.cfg.StageMode, entrypoint, imageEntrypoint)
+	mode := backends.StageMode(b.cfg.StageMode, len(b.limits.Ulimits) > 0, entrypoint, imageEntrypoint)
 	s := b.containerSpec(job, name, img, role, nil)
 	s.Labels[backends.LabelStageMode] = mode
 	s.Hostname = job.Name()
