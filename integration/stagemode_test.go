@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +106,31 @@ func TestExecModeStageAfterACanceledStage(t *testing.T) {
 				t.Errorf("after_script after the cancel: exit %d\n%s", r.ExitCode, r.Output)
 			}
 		})
+	}
+}
+
+// TestExecModeImageWithoutSleep runs a job in an image with a shell but no
+// sleep: the exec-mode keepalive idles on its open stdin instead (a busy
+// loop would show as a keepalive using the CPU).
+func TestExecModeImageWithoutSleep(t *testing.T) {
+	e := newEnv(t, options{})
+	tag := fmt.Sprintf("berth-it-nosleep:%d", os.Getpid())
+	buildImage(t, tag, map[string]string{"Dockerfile": "FROM " + busyboxImage + "\nRUN rm /bin/sleep\n"})
+	job := e.job(142)
+	job.Image = runner.Image{Name: tag}
+	job.Script = []string{"test ! -e /bin/sleep && echo no-sleep-here", "cat /proc/1/stat | cut -d' ' -f14 > /tmp/utime-1", "echo stage-ran"}
+	job.AfterScript = []string{"echo utime=$(( $(cut -d' ' -f14 /proc/1/stat) - $(cat /tmp/utime-1) ))"}
+	res := e.run(job)
+	requireSuccess(t, res)
+	s, _ := res.Stage("build_script")
+	if !strings.Contains(s.Output, "no-sleep-here") || !strings.Contains(s.Output, "stage-ran") {
+		t.Errorf("build_script output:\n%s", s.Output)
+	}
+	after, _ := res.Stage("after_script")
+	var ticks int
+	if i := strings.LastIndex(after.Output, "utime="); i < 0 {
+		t.Fatalf("after_script output:\n%s", after.Output)
+	} else if _, err := fmt.Sscanf(after.Output[i:], "utime=%d", &ticks); err != nil || ticks > 5 {
+		t.Errorf("the keepalive (PID 1) used %d clock ticks of CPU between two stages (err %v), want it idle", ticks, err)
 	}
 }
