@@ -46,9 +46,10 @@ type Backend interface {
 // Describer is an optional capability: a backend that can say which engine
 // it talks to, for the job log.
 type Describer interface {
-	// Describe returns a short human description such as "Docker 20.10.24".
-	// It honours ctx.
-	Describe(ctx context.Context) (string, error)
+	// Describe returns a short human description of the engine and of
+	// how it serves job, such as "Docker 20.10.24, API 1.41, TLS". It
+	// honours ctx.
+	Describe(ctx context.Context, job *Job) (string, error)
 }
 
 // Stage is one `run` call of the runner protocol.

@@ -3,6 +3,7 @@ package backends
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -231,8 +232,12 @@ func TestServiceWait(t *testing.T) {
 	if err := w.Finish(false); err != nil {
 		t.Fatal(err)
 	}
-	if len(hook.Entries) != 1 || hook.LastEntry().Message != "service 1 did not come up" {
-		t.Errorf("got log %v, want the one warning", hook.Entries)
+	var got []string
+	for _, e := range hook.Entries {
+		got = append(got, fmt.Sprint(e.Data[FieldSectionEdge], ":", e.Message))
+	}
+	if len(got) != 3 || got[0] != "start:Waiting for services" || got[1] != "<nil>:service 1 did not come up" || !strings.HasPrefix(got[2], "end:done in") {
+		t.Errorf("got log %q, want the one warning in the waiting section", got)
 	}
 
 	// Abort stops checks that would otherwise run to their timeout, and

@@ -46,6 +46,8 @@ func (w *ServiceWait) Finish(abort bool) error {
 	}
 	if abort {
 		w.cancel()
+	} else {
+		defer StartSection(w.log, "prepare_wait_services", "Waiting for services").End()
 	}
 	w.wg.Wait()
 	w.cancel()

@@ -60,23 +60,27 @@ type DriverInfo struct {
 // Configure runs the config stage: it prints the job's directories and the
 // driver's name as JSON. It contacts no engine.
 func (d *Driver) Configure(ctx context.Context) error {
+	d.tag(FieldStage, "config")
 	job, err := LoadJob(d.Env)
 	if err != nil {
 		return err
 	}
+	d.tagJob(job.ID, job.ProjectID, job.ProjectPath)
 	// job_env carries what config already worked out to the later stages,
 	// so `run`, which happens many times a job, skips the job payload and
 	// the policy. The runner sets these without the CUSTOM_ENV_ prefix, so
 	// no job variable can forge them.
 	jobEnv := map[string]string{
-		envJobID:     strconv.FormatInt(job.ID, 10),
-		envProjectID: strconv.FormatInt(job.ProjectID, 10),
+		envJobID:       strconv.FormatInt(job.ID, 10),
+		envProjectID:   strconv.FormatInt(job.ProjectID, 10),
+		envProjectPath: job.ProjectPath,
 	}
 	if job.Image.Name == "" {
 		job.Image.Name = d.Config.Docker.Image
 	}
 	if decision, err := d.Config.Decide(job.Subject(), job.Request()); err == nil {
 		jobEnv[envBackend] = decision.Backend
+		d.tag(FieldBackend, decision.Backend)
 	}
 	out := ConfigOutput{
 		BuildsDir:         BuildsDir(d.Config, job.ID),
@@ -97,6 +101,7 @@ func (d *Driver) Configure(ctx context.Context) error {
 // Prepare runs the prepare stage: policy first, so a refusal creates
 // nothing, then the backend's Prepare.
 func (d *Driver) Prepare(ctx context.Context) error {
+	d.tag(FieldStage, "prepare")
 	job, spec, backend, err := d.open()
 	if err != nil {
 		return classify(ctx, err)
@@ -104,7 +109,7 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	d.addSecrets(job)
 	desc := ""
 	if describer, ok := backend.(backends.Describer); ok {
-		if v, err := describer.Describe(ctx); err == nil {
+		if v, err := describer.Describe(ctx, spec); err == nil {
 			desc = " (" + v + ")"
 		} else {
 			return classify(ctx, fmt.Errorf("backend %q cannot reach its engine: %w; start the engine or fix its address in the berth config", spec.Backend, err))
@@ -156,6 +161,7 @@ func interruptedPrepare(buildsDir string) bool {
 
 // Run runs one `run <script> <stage>` call.
 func (d *Driver) Run(ctx context.Context, scriptPath, stageName string) error {
+	d.tag(FieldStage, stageName)
 	script, err := os.ReadFile(scriptPath)
 	if err != nil {
 		return systemErr(fmt.Errorf("read stage script: %w", err))
@@ -191,12 +197,14 @@ func (d *Driver) Run(ctx context.Context, scriptPath, stageName string) error {
 // Cleanup removes everything of the job, on a fresh context: it runs even
 // when earlier stages failed or were killed.
 func (d *Driver) Cleanup(ctx context.Context) error {
+	d.tag(FieldStage, "cleanup")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	job, err := LoadJob(d.Env)
 	if err != nil {
 		return err
 	}
+	d.tagJob(job.ID, job.ProjectID, job.ProjectPath)
 	d.addSecrets(job)
 	// Resources are found by label, whatever backend prepare picked; so
 	// every backend the admin allows, in [policy] or a rule, is asked.
@@ -234,6 +242,7 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 				continue
 			}
 			spec.Backend = name
+			d.tag(FieldBackend, name)
 			if err := backend.Cleanup(ctx, spec); err != nil {
 				errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
 			}
@@ -252,9 +261,10 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 
 // Names of the job_env variables that config passes to later stages.
 const (
-	envJobID     = "BERTH_RESOLVED_JOB_ID"
-	envProjectID = "BERTH_RESOLVED_PROJECT_ID"
-	envBackend   = "BERTH_RESOLVED_BACKEND"
+	envJobID       = "BERTH_RESOLVED_JOB_ID"
+	envProjectID   = "BERTH_RESOLVED_PROJECT_ID"
+	envProjectPath = "BERTH_RESOLVED_PROJECT_PATH"
+	envBackend     = "BERTH_RESOLVED_BACKEND"
 )
 
 // openForRun finds the job's backend for a `run` call: from what config put
@@ -273,8 +283,11 @@ func (d *Driver) openForRun() (*backends.Job, backends.Backend, error) {
 		d.addSecrets(job)
 		return spec, backend, nil
 	}
+	projectPath, _ := d.Env(envProjectPath)
+	d.tagJob(id, pid, projectPath)
+	d.tag(FieldBackend, name)
 	debug, _ := d.Env(customEnvPrefix + "CI_DEBUG_SERVICES")
-	spec := &backends.Job{ID: id, ProjectID: pid, Runner: d.Config.RunnerName, Backend: name,
+	spec := &backends.Job{ID: id, ProjectID: pid, ProjectPath: projectPath, Runner: d.Config.RunnerName, Backend: name,
 		BuildsDir: BuildsDir(d.Config, id), CacheDir: CacheDir(d.Config, pid)}
 	spec.DebugServices, _ = strconv.ParseBool(debug)
 	backend, err := d.openBackend(name)
@@ -287,6 +300,7 @@ func (d *Driver) open() (*Job, *backends.Job, backends.Backend, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	d.tagJob(job.ID, job.ProjectID, job.ProjectPath)
 	if job.servicesErr != nil {
 		return nil, nil, nil, job.servicesErr
 	}
@@ -304,6 +318,7 @@ func (d *Driver) open() (*Job, *backends.Job, backends.Backend, error) {
 		}
 		return nil, nil, nil, systemErr(err)
 	}
+	d.tag(FieldBackend, decision.Backend)
 	spec, err := job.Spec(d.Config, decision)
 	if err != nil {
 		return nil, nil, nil, err
@@ -325,6 +340,22 @@ func (d *Driver) openBackend(name string) (backends.Backend, error) {
 		return nil, systemErr(fmt.Errorf("open backend %q: %w", name, err))
 	}
 	return backend, nil
+}
+
+// tag puts a field on every later line of the admin log (JSON format).
+func (d *Driver) tag(key string, value any) {
+	for _, h := range d.Log.Hooks[logrus.InfoLevel] {
+		if f, ok := h.(*JobFields); ok {
+			f.Set(key, value)
+		}
+	}
+}
+
+// tagJob puts the job's identity on every later line of the admin log.
+func (d *Driver) tagJob(id, projectID int64, projectPath string) {
+	d.tag(FieldJobID, id)
+	d.tag(FieldProjectID, projectID)
+	d.tag(FieldProject, projectPath)
 }
 
 func (d *Driver) addSecrets(job *Job) {

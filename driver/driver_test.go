@@ -76,7 +76,7 @@ func (b *fakeBackend) Cleanup(ctx context.Context, job *backends.Job) error {
 // describingBackend is a fakeBackend with the optional Describer capability.
 type describingBackend struct{ *fakeBackend }
 
-func (b describingBackend) Describe(ctx context.Context) (string, error) {
+func (b describingBackend) Describe(ctx context.Context, job *backends.Job) (string, error) {
 	b.record("describe", nil)
 	return "Fake 1.0", b.describeErr
 }
@@ -144,9 +144,10 @@ func TestConfigure(t *testing.T) {
 		"driver":               map[string]any{"name": "berth", "version": Version},
 		"shell":                "bash",
 		"job_env": map[string]any{
-			"BERTH_RESOLVED_JOB_ID":     "101",
-			"BERTH_RESOLVED_PROJECT_ID": "7",
-			"BERTH_RESOLVED_BACKEND":    "socket",
+			"BERTH_RESOLVED_JOB_ID":       "101",
+			"BERTH_RESOLVED_PROJECT_ID":   "7",
+			"BERTH_RESOLVED_PROJECT_PATH": "group/app",
+			"BERTH_RESOLVED_BACKEND":      "socket",
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -49,6 +49,7 @@ var jobDirSuffixes = []string{"", ".dind-certs", ".docker-proxy", ".prepare"}
 // and removes each job with the backends' own cleanup, so a job is removed
 // exactly as its cleanup stage would have removed it.
 func (d *Driver) GC(ctx context.Context, opts GCOptions) error {
+	d.tag(FieldStage, "gc")
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()

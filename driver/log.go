@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/berthci/berth/backends"
 )
 
 // NewLogger returns the logger for berth's own messages, which go to the job
@@ -21,6 +23,7 @@ func NewLogger(w io.Writer, format string) (*logrus.Logger, error) {
 		log.SetFormatter(&JobLogFormatter{})
 	case "json":
 		log.SetFormatter(&logrus.JSONFormatter{})
+		log.AddHook(&JobFields{})
 	default:
 		return nil, fmt.Errorf("unknown --log-format %q: use text or json", format)
 	}
@@ -35,6 +38,17 @@ type JobLogFormatter struct{}
 // Format implements logrus.Formatter.
 func (f *JobLogFormatter) Format(e *logrus.Entry) ([]byte, error) {
 	var b bytes.Buffer
+	if name, ok := e.Data[backends.FieldSection].(string); ok {
+		// GitLab's collapsible section markers; the \r\x1b[0K hides
+		// each marker wherever the log is shown raw, in a terminal too.
+		switch e.Data[backends.FieldSectionEdge] {
+		case backends.SectionStart:
+			fmt.Fprintf(&b, "\x1b[0Ksection_start:%d:%s\r\x1b[0K\x1b[36;1m%s\x1b[0;m\n", e.Time.Unix(), name, e.Message)
+		case backends.SectionEnd:
+			fmt.Fprintf(&b, "\x1b[0Ksection_end:%d:%s\r\x1b[0K\n", e.Time.Unix(), name)
+		}
+		return b.Bytes(), nil
+	}
 	switch e.Level {
 	case logrus.WarnLevel:
 		b.WriteString("\x1b[0;33mWARNING: ")
@@ -102,6 +116,51 @@ func (r *Redactor) Fire(e *logrus.Entry) error {
 			e.Data[k] = r.Redact(v)
 		case error:
 			e.Data[k] = r.Redact(v.Error())
+		}
+	}
+	return nil
+}
+
+// Fields that [JobFields] puts on every entry of the admin log.
+const (
+	FieldJobID     = "job_id"
+	FieldProject   = "project"
+	FieldProjectID = "project_id"
+	FieldBackend   = "backend"
+	FieldStage     = "stage"
+)
+
+// JobFields is a logrus hook that puts the job's identity on every entry
+// of the admin log (--log-format json), so that one job's lines can be
+// found among many runners'.
+type JobFields struct {
+	mu     sync.RWMutex
+	fields logrus.Fields
+}
+
+// Set records a field for every later entry; an empty value is ignored.
+func (h *JobFields) Set(key string, value any) {
+	if s, ok := value.(string); ok && s == "" {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fields == nil {
+		h.fields = logrus.Fields{}
+	}
+	h.fields[key] = value
+}
+
+// Levels implements logrus.Hook.
+func (h *JobFields) Levels() []logrus.Level { return logrus.AllLevels }
+
+// Fire implements logrus.Hook. An entry's own field wins.
+func (h *JobFields) Fire(e *logrus.Entry) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for k, v := range h.fields {
+		if _, ok := e.Data[k]; !ok {
+			e.Data[k] = v
 		}
 	}
 	return nil

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/berthci/berth/backends"
 )
 
 // newTestLogger returns a text logger writing to a buffer, and its Redactor.
@@ -109,5 +112,67 @@ func TestJobLogFormatter(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSectionsAreGitLabMarkersInTextAndFieldsInJSON(t *testing.T) {
+	log, _, buf := newTestLogger(t, "text")
+	section := backends.StartSection(log, "prepare_images", "Pulling images")
+	log.Info("inside")
+	section.End()
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines %q, want start, inside and end", len(lines), lines)
+	}
+	start := regexp.MustCompile(`^\x1b\[0Ksection_start:\d+:prepare_images\r\x1b\[0K.*Pulling images`)
+	end := regexp.MustCompile(`^\x1b\[0Ksection_end:\d+:prepare_images\r\x1b\[0K$`)
+	if !start.MatchString(lines[0]) || lines[1] != "inside" || !end.MatchString(lines[2]) {
+		t.Errorf("got %q, want GitLab's section markers around the line", lines)
+	}
+
+	log, _, buf = newTestLogger(t, "json")
+	backends.StartSection(log, "prepare_dind", "Starting the DinD sidecar").End()
+	var entries []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("line %q is not JSON: %v", line, err)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) != 2 || entries[0]["section_edge"] != "start" || entries[1]["section_edge"] != "end" ||
+		entries[1]["section"] != "prepare_dind" || entries[1]["section_seconds"] == nil {
+		t.Errorf("got %v, want a start entry and an end entry with its duration", entries)
+	}
+	if strings.Contains(buf.String(), "section_start") {
+		t.Errorf("got GitLab markers in the JSON log %q", buf.String())
+	}
+}
+
+func TestJSONLogCarriesTheJobOnEveryLine(t *testing.T) {
+	log, _, buf := newTestLogger(t, "json")
+	d := &Driver{Log: log}
+	log.Info("before")
+	d.tag(FieldStage, "prepare")
+	d.tagJob(42, 7, "group/project")
+	d.tag(FieldBackend, "dind")
+	log.WithField(FieldStage, "own").Warn("after")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"job_id": float64(42), "project_id": float64(7), "project": "group/project", "backend": "dind", "stage": "own"}
+	for k, v := range want {
+		if last[k] != v {
+			t.Errorf("field %s: got %v, want %v (entry %v)", k, last[k], v, last)
+		}
+	}
+
+	text, _, tbuf := newTestLogger(t, "text")
+	(&Driver{Log: text}).tagJob(42, 7, "group/project")
+	text.Info("plain")
+	if tbuf.String() != "plain\n" {
+		t.Errorf("text log: got %q, want the job log free of admin fields", tbuf.String())
 	}
 }

@@ -73,9 +73,26 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
 	return &Backend{cfg: cfg, cli: cli, engine: engine, log: log}, nil
 }
 
-// Describe returns the host daemon's version.
-func (b *Backend) Describe(ctx context.Context) (string, error) {
-	return b.engine.Describe(ctx)
+// Describe returns the host daemon's version and how the job's sidecar
+// runs: with TLS or without, privileged or with the capability set.
+func (b *Backend) Describe(ctx context.Context, job *backends.Job) (string, error) {
+	v, err := b.engine.Describe(ctx, job)
+	if err != nil {
+		return "", err
+	}
+	p, _, err := b.plan(job)
+	if err != nil {
+		// Prepare reports the refusal itself.
+		return v, nil
+	}
+	tls, security := "TLS", "privileged"
+	if !p.tls {
+		tls = "no TLS"
+	}
+	if !p.privileged {
+		security = "capabilities"
+	}
+	return fmt.Sprintf("%s, sidecar %s, %s, %s", v, b.cfg.Dind.Image, tls, security), nil
 }
 
 // plan is what one job's sidecar looks like.

@@ -41,7 +41,7 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 	api := b.cli
 	dcfg := b.cfg.Dind
 	start := time.Now()
-	b.log.Infof("Starting the DinD sidecar (%s) ...", dcfg.Image)
+	defer backends.StartSection(b.log, "prepare_dind", fmt.Sprintf("Starting the DinD sidecar (%s)", dcfg.Image)).End()
 	engine, err := dockerengine.New(b.cli, b.cfg.Docker, dockerengine.Options{}, b.log)
 	if err != nil {
 		return err

@@ -127,7 +127,7 @@ func (e *Engine) Log() logrus.FieldLogger { return e.log }
 func NetworkName(job *backends.Job) string { return networkName(job) }
 
 // Describe returns the daemon's version for the job log.
-func (e *Engine) Describe(ctx context.Context) (string, error) {
+func (e *Engine) Describe(ctx context.Context, _ *backends.Job) (string, error) {
 	v, err := e.api.ServerVersion(ctx)
 	if err != nil {
 		return "", fmt.Errorf("query docker version: %w", err)

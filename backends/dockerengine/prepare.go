@@ -30,7 +30,9 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 		return err
 	}
 
+	section := backends.StartSection(e.log, "prepare_images", "Pulling images")
 	images, err := e.pullAll(ctx, job)
+	section.End()
 	if err != nil {
 		return err
 	}

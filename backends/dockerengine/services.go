@@ -29,6 +29,7 @@ func (e *Engine) startServices(ctx context.Context, job *backends.Job, images ma
 	if len(job.Services) == 0 {
 		return nil, nil
 	}
+	defer backends.StartSection(e.log, "prepare_services", "Starting services").End()
 	netName := networkName(job)
 	ids := make([]string, len(job.Services))
 	for i, svc := range job.Services {

@@ -220,7 +220,7 @@ func (c withConn) Value(key any) any {
 }
 
 // Describe returns the service's version for the job log.
-func (b *Backend) Describe(ctx context.Context) (string, error) {
+func (b *Backend) Describe(ctx context.Context, job *backends.Job) (string, error) {
 	ctx, err := b.conn(ctx)
 	if err != nil {
 		return "", err
@@ -234,7 +234,15 @@ func (b *Backend) Describe(ctx context.Context) (string, error) {
 	if b.owner.uid != 0 {
 		mode = fmt.Sprintf("rootless as uid %d", b.owner.uid)
 	}
-	return fmt.Sprintf("Podman %s, %s", version, mode), nil
+	desc := fmt.Sprintf("Podman %s, %s", version, mode)
+	switch {
+	case !b.podman.JobSocket:
+	case b.guarded(job):
+		desc += ", guarded socket"
+	default:
+		desc += ", service socket unguarded"
+	}
+	return desc, nil
 }
 
 // code returns the HTTP status of a Podman API error, or 0.

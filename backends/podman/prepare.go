@@ -51,7 +51,9 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		return err
 	}
+	section := backends.StartSection(b.log, "prepare_images", "Pulling images")
 	images, err := b.pullAll(ctx, job)
+	section.End()
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,7 @@ func (b *Backend) startServices(ctx context.Context, job *backends.Job, images m
 	if len(job.Services) == 0 {
 		return nil, nil
 	}
+	defer backends.StartSection(b.log, "prepare_services", "Starting services").End()
 	for i, svc := range job.Services {
 		name := serviceContainerName(job, i)
 		s := b.containerSpec(job, name, svc.Name, roleService, svc.Aliases)

@@ -76,6 +76,18 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
 	return b, nil
 }
 
+// Describe returns the host daemon's version and which socket the job gets.
+func (b *Backend) Describe(ctx context.Context, job *backends.Job) (string, error) {
+	v, err := b.Engine.Describe(ctx, job)
+	if err != nil {
+		return "", err
+	}
+	if b.guarded(job) {
+		return v + ", guarded socket", nil
+	}
+	return v + ", host socket unguarded", nil
+}
+
 // guarded reports whether the job gets the guarding proxy: the policy's say
 // for the job, else [socket] guard.
 func (b *Backend) guarded(job *backends.Job) bool {

@@ -39,6 +39,9 @@ type Emulator struct {
 	GracefulKillTimeout time.Duration
 	// Log, when set, receives the job log as it is written.
 	Log io.Writer
+	// Args go before every call's command, as an admin's config_args,
+	// prepare_args... do: ["--log-format", "json"], say.
+	Args []string
 }
 
 // Image is an image or service of the job payload.
@@ -336,6 +339,7 @@ func (s *Session) call(ctx context.Context, args ...string) stageCall {
 		name = args[len(args)-1]
 	}
 	argv := []string{"--config", s.e.ConfigPath}
+	argv = append(argv, s.e.Args...)
 	argv = append(argv, args...)
 	cmd := exec.Command(s.e.Binary, argv...)
 	cmd.Env = s.env
