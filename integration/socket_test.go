@@ -225,6 +225,18 @@ func TestSocketRegistryPushThenPullWithJobCredentials(t *testing.T) {
 	if !strings.Contains(prep.Output, "Pulling docker image "+tag) {
 		t.Errorf("prepare did not pull:\n%s", prep.Output)
 	}
+	// The pull's progress is compact: a line per layer state change, never
+	// a progress bar or the same state twice.
+	seen := map[string]bool{}
+	for _, line := range strings.Split(sectionBody(prep.Output, "prepare_images"), "\n") {
+		if strings.Contains(line, "=>") || strings.Contains(line, "MB/") || strings.Contains(line, "kB/") {
+			t.Errorf("pull progress bar in the job log: %q", line)
+		}
+		if strings.HasPrefix(line, "  ") && seen[line] {
+			t.Errorf("pull progress line %q repeated in:\n%s", line, prep.Output)
+		}
+		seen[line] = true
+	}
 	if strings.Contains(res.Log, registryPass) {
 		t.Error("the registry password appears in the job log")
 	}
