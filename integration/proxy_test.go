@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/berthci/berth/integration/runner"
 )
@@ -23,7 +23,7 @@ func hostContainer(t *testing.T, name string, labels map[string]string) {
 	ctx := context.Background()
 	t.Cleanup(func() {
 		err := dockerCli.ContainerRemove(context.Background(), name, container.RemoveOptions{Force: true})
-		if err != nil && !errdefs.IsNotFound(err) {
+		if err != nil && !cerrdefs.IsNotFound(err) {
 			t.Errorf("remove %s: %v", name, err)
 		}
 	})
@@ -137,7 +137,7 @@ func TestSocketGuardNormalWork(t *testing.T) {
 		t.Errorf("docker ps -a in the job: got %v, want only [%s]", names, detached)
 	}
 	ctx := context.Background()
-	if _, err := dockerCli.ContainerInspect(ctx, detached); !errdefs.IsNotFound(err) {
+	if _, err := dockerCli.ContainerInspect(ctx, detached); !cerrdefs.IsNotFound(err) {
 		t.Errorf("the job's detached container: got %v, want it removed at cleanup", err)
 	}
 	// The pushed image is in the registry: pull it back on the host.

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/berthci/berth/integration/runner"
 )
@@ -487,7 +487,7 @@ allowed_services = ["berth-test/http-service:*"]`})
 func removeImage(t *testing.T, ref string) {
 	t.Helper()
 	_, err := dockerCli.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true, PruneChildren: true})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		t.Logf("remove image %s: %v", ref, err)
 	}
 }

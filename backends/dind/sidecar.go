@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
@@ -19,7 +20,6 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/dockerengine"
@@ -198,7 +198,7 @@ func (b *Backend) dataVolume(ctx context.Context, job *backends.Job, p *plan) (s
 			}
 			b.log.Infof("Using the project's DinD layer cache (volume %s)", name)
 			return name, nil
-		case errdefs.IsConflict(err):
+		case cerrdefs.IsConflict(err):
 			b.log.Warnf("The project's DinD layer cache is in use by another job; this job uses a fresh volume")
 		default:
 			return "", fmt.Errorf("lock the DinD layer cache: %w", err)
@@ -222,7 +222,7 @@ func (b *Backend) effectiveMTU(ctx context.Context) (int, error) {
 		return b.cfg.Docker.NetworkMTU, nil
 	}
 	bridge, err := b.cli.NetworkInspect(ctx, "bridge", network.InspectOptions{})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return 0, fmt.Errorf("inspect the host's bridge network for its MTU: %w", err)
 	}
 	if v, ok := bridge.Options["com.docker.network.driver.mtu"]; ok {
@@ -299,14 +299,14 @@ func (b *Backend) pruneCache(ctx context.Context, job *backends.Job) error {
 		return nil
 	}
 	lock, err := b.cli.ContainerInspect(ctx, cacheLockName(job.Runner, job.ProjectID))
-	if errdefs.IsNotFound(err) || err == nil && lock.Config.Labels[backends.LabelJobID] != strconv.FormatInt(job.ID, 10) {
+	if cerrdefs.IsNotFound(err) || err == nil && lock.Config.Labels[backends.LabelJobID] != strconv.FormatInt(job.ID, 10) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	sidecar, err := b.cli.ContainerInspect(ctx, sidecarName(job))
-	if errdefs.IsNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/berthci/berth/backends"
 )
@@ -27,7 +27,7 @@ func (e *Engine) Cleanup(ctx context.Context, job *backends.Job) error {
 		c := containers[i]
 		err := e.api.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		// A conflict here means another removal is already under way.
-		if gone(err) || errdefs.IsConflict(err) {
+		if gone(err) || cerrdefs.IsConflict(err) {
 			return nil
 		}
 		return fmt.Errorf("remove container %s: %w", c.Names, err)
@@ -61,5 +61,5 @@ func (e *Engine) Cleanup(ctx context.Context, job *backends.Job) error {
 
 // gone reports whether a removal succeeded or found the object already gone.
 func gone(err error) bool {
-	return err == nil || errdefs.IsNotFound(err)
+	return err == nil || cerrdefs.IsNotFound(err)
 }

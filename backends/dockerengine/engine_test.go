@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -235,7 +236,7 @@ func TestCleanupKeepsGoingAndJoinsErrors(t *testing.T) {
 			t.Errorf("got %v, want it to include %v", err, want)
 		}
 	}
-	if !errdefs.IsConflict(err) {
+	if !cerrdefs.IsConflict(err) {
 		t.Errorf("got %v, want the network conflict reachable through errors.As", err)
 	}
 	for _, prefix := range []string{"remove container c2", "remove network n2", "remove volume v1"} {
@@ -585,7 +586,7 @@ func TestRunWhenTheContainerIsGone(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e, _ := newTestEngine(t, api)
 			_, err := e.Run(context.Background(), testJob(), backends.Stage{Name: "build_script"})
-			if err == nil || !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "prepare did not finish") {
+			if err == nil || !cerrdefs.IsNotFound(err) || !strings.Contains(err.Error(), "prepare did not finish") {
 				t.Errorf("got %v, want a not-found error that points at prepare", err)
 			}
 			if got, want := api.calls("exec"), []string{"exec berth-ci-1-101-build"}; !reflect.DeepEqual(got, want) {

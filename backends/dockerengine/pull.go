@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/berthci/berth/backends"
@@ -36,7 +36,7 @@ func (e *Engine) ensureImage(ctx context.Context, job *backends.Job, name string
 				e.log.Infof("Using locally found image %s (%s)", name, shortID(inspect.ID))
 				return inspect, nil
 			}
-			if !errdefs.IsNotFound(err) {
+			if !cerrdefs.IsNotFound(err) {
 				return image.InspectResponse{}, fmt.Errorf("inspect image %q: %w", name, err)
 			}
 			if policy == config.PullNever {

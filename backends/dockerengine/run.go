@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/berthci/berth/backends"
@@ -49,10 +49,10 @@ var errAttachMode = errors.New("attach mode")
 func (e *Engine) runExec(ctx context.Context, name string, stage backends.Stage) (int, error) {
 	opts := container.ExecOptions{AttachStdin: true, AttachStdout: true, AttachStderr: true, Cmd: []string{"sh", "-c", backends.StageExec}}
 	created, err := e.api.ContainerExecCreate(ctx, name, opts)
-	if err != nil && errdefs.IsConflict(err) {
+	if err != nil && cerrdefs.IsConflict(err) {
 		inspect, ierr := e.api.ContainerInspect(ctx, name)
 		switch {
-		case errdefs.IsNotFound(ierr):
+		case cerrdefs.IsNotFound(ierr):
 			return 0, e.goneError(name, ierr)
 		case ierr != nil:
 			return 0, fmt.Errorf("inspect %q: %w", name, ierr)
@@ -65,7 +65,7 @@ func (e *Engine) runExec(ctx context.Context, name string, stage backends.Stage)
 		created, err = e.api.ContainerExecCreate(ctx, name, opts)
 	}
 	if err != nil {
-		if errdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			return 0, e.goneError(name, err)
 		}
 		return 0, fmt.Errorf("exec in %q for stage %s: %w", name, stage.Name, err)
@@ -142,10 +142,10 @@ func (e *Engine) runAttached(ctx context.Context, name string, stage backends.St
 	attach, err := e.api.ContainerAttach(ctx, name, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
 		// The attach upgrade may report a missing container as a bare 404.
-		gone := errdefs.IsNotFound(err)
+		gone := cerrdefs.IsNotFound(err)
 		if !gone {
 			_, ierr := e.api.ContainerInspect(ctx, name)
-			gone = errdefs.IsNotFound(ierr)
+			gone = cerrdefs.IsNotFound(ierr)
 		}
 		if gone {
 			return 0, e.goneError(name, err)
@@ -219,7 +219,7 @@ func (e *Engine) stopStage(name string, cause error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace+10*time.Second)
 	defer cancel()
 	seconds := int(grace.Round(time.Second) / time.Second)
-	if err := e.api.ContainerStop(ctx, name, container.StopOptions{Timeout: &seconds}); err != nil && !errdefs.IsNotFound(err) {
+	if err := e.api.ContainerStop(ctx, name, container.StopOptions{Timeout: &seconds}); err != nil && !cerrdefs.IsNotFound(err) {
 		return errors.Join(cause, fmt.Errorf("stop %q after cancel: %w", name, err))
 	}
 	return fmt.Errorf("stage canceled, container %q stopped: %w", name, cause)

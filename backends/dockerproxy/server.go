@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 )
 
 // Handler returns the proxy's HTTP handler: requests that pass f go to the
@@ -112,7 +112,7 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 type clientUpstream struct{ cli *client.Client }
 
 func notFoundErr(err error) error {
-	if errdefs.IsNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
 	return err

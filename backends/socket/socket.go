@@ -9,10 +9,10 @@ import (
 	"errors"
 	"fmt"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 	"github.com/sirupsen/logrus"
 
 	"github.com/berthci/berth/backends"
@@ -122,7 +122,7 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 	var errs []error
 	for _, img := range images {
 		_, err := b.cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true})
-		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("remove image %s the job built: %w", img.ID, err))
 		}
 	}
