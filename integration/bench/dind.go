@@ -110,7 +110,11 @@ func (b *bench) plainDockerdStart(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	url := "http://" + net.JoinHostPort(inspect.NetworkSettings.IPAddress, "2375") + "/_ping"
+	bridge, ok := inspect.NetworkSettings.Networks["bridge"]
+	if !ok {
+		return 0, fmt.Errorf("plain dockerd container %s is not on the default bridge network", name)
+	}
+	url := "http://" + net.JoinHostPort(bridge.IPAddress, "2375") + "/_ping"
 	hcl := &http.Client{Timeout: time.Second}
 	for time.Since(start) < time.Minute {
 		if resp, err := hcl.Get(url); err == nil {
