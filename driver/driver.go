@@ -22,10 +22,6 @@ import (
 	"github.com/berthci/berth/config"
 )
 
-// Version is berth's version, set at build time with
-// -ldflags "-X github.com/berthci/berth/driver.Version=...".
-var Version = "0.1.0-dev"
-
 // cleanupTimeout bounds the cleanup stage, which runs on a fresh context.
 const cleanupTimeout = 2 * time.Minute
 
@@ -211,12 +207,27 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 	names := d.Config.AllBackends()
 	spec := &backends.Job{ID: job.ID, ProjectID: job.ProjectID, ProjectPath: job.ProjectPath, Runner: d.Config.RunnerName,
 		BuildsDir: BuildsDir(d.Config, job.ID), CacheDir: CacheDir(d.Config, job.ProjectID)}
+	// The backend that config chose for the job is the one that holds its
+	// resources; another one that cannot be reached only warns, so an
+	// engine the job never used does not fail it. `berth gc` collects
+	// what such an engine still holds once it is back.
+	chosen, _ := d.Env(envBackend)
+	if !contains(names, chosen) {
+		chosen = ""
+	}
 	var errs []error
+	fail := func(name string, err error) {
+		if chosen != "" && name != chosen {
+			d.Log.Warnf("%v; this job ran on backend %s, so this is only a check for strays: `berth gc` removes any once the engine is back", err, chosen)
+			return
+		}
+		errs = append(errs, err)
+	}
 	opened := map[string]backends.Backend{}
 	for _, name := range names {
 		backend, err := d.openBackend(name)
 		if err != nil {
-			errs = append(errs, err)
+			fail(name, err)
 			continue
 		}
 		opened[name] = backend
@@ -244,7 +255,7 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 			spec.Backend = name
 			d.tag(FieldBackend, name)
 			if err := backend.Cleanup(ctx, spec); err != nil {
-				errs = append(errs, fmt.Errorf("clean up backend %s: %w", name, err))
+				fail(name, fmt.Errorf("clean up backend %s: %w", name, err))
 			}
 		}
 	}

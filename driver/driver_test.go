@@ -393,6 +393,31 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
+// TestCleanupOfAnotherBackendOnlyWarns: when config chose the job's
+// backend, another allowed backend whose engine is down does not fail the
+// job's cleanup; the chosen backend's failure still does.
+func TestCleanupOfAnotherBackendOnlyWarns(t *testing.T) {
+	d, o, _, stderr := newTestDriver(t, testResponse(), map[string]string{envBackend: "socket"})
+	d.Config.BuildsDir = t.TempDir()
+	d.Config.Policy.AllowedBackends = []string{"socket", "podman"}
+	down := errors.New("podman service down")
+	o.backends["podman"].cleanupErr = down
+	if err := d.Cleanup(context.Background()); err != nil {
+		t.Errorf("got %v, want no error: the job ran on socket", err)
+	}
+	if !strings.Contains(stderr.String(), "podman service down") || !strings.Contains(stderr.String(), "berth gc") {
+		t.Errorf("got log %q, want a warning naming the failure and berth gc", stderr.String())
+	}
+
+	d, o, _, _ = newTestDriver(t, testResponse(), map[string]string{envBackend: "socket"})
+	d.Config.BuildsDir = t.TempDir()
+	d.Config.Policy.AllowedBackends = []string{"socket", "podman"}
+	o.backends["socket"].cleanupErr = down
+	if err := d.Cleanup(context.Background()); !errors.Is(err, ErrSystem) || !errors.Is(err, down) {
+		t.Errorf("got %v, want the chosen backend's failure as a system error", err)
+	}
+}
+
 // TestCleanupAfterAnInterruptedPrepareLooksTwice: a prepare that began
 // creating and never finished may have left create requests in flight, so
 // cleanup waits and runs every backend's cleanup again. A prepare that
