@@ -100,22 +100,16 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 	if p.tls {
 		binds = append(binds, filepath.Join(p.certDir, "server")+":"+sidecarCerts+":ro")
 	}
-	devices, err := parseDevices(dcfg.Devices)
-	if err != nil {
-		return err
-	}
 	hc := &container.HostConfig{
 		NetworkMode: container.NetworkMode(netName),
 		Binds:       binds,
-		Privileged:  p.privileged,
-		CapAdd:      dcfg.CapAdd,
-		CapDrop:     dcfg.CapDrop,
 		DNS:         b.cfg.Docker.DNS,
 		DNSSearch:   b.cfg.Docker.DNSSearch,
 		ExtraHosts:  b.cfg.Docker.ExtraHosts,
 	}
-	hc.Devices = devices
-	dockerengine.ApplySecurityOpt(hc, dcfg.SecurityOpt)
+	if err := sidecarPrivileges(hc, dcfg, p.privileged); err != nil {
+		return err
+	}
 	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {Aliases: p.aliases}}}
 	created, err := api.ContainerCreate(ctx, ccfg, hc, nc, nil, sidecarName(job))
 	if err != nil {

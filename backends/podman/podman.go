@@ -53,6 +53,8 @@ type Backend struct {
 
 	cfg    config.Docker
 	podman config.Podman
+	// full is the whole admin config, for doctor's checks.
+	full   *config.Config
 	limits config.Limits
 	mounts []config.Mount
 	log    logrus.FieldLogger
@@ -89,7 +91,7 @@ func New(cfg *config.Config, log logrus.FieldLogger) (*Backend, error) {
 	if path == "" {
 		path = defaultSocketPath()
 	}
-	return &Backend{cfg: cfg.Docker, podman: cfg.Podman, limits: limits, mounts: mounts, log: log, socketPath: path}, nil
+	return &Backend{cfg: cfg.Docker, podman: cfg.Podman, full: cfg, limits: limits, mounts: mounts, log: log, socketPath: path}, nil
 }
 
 // defaultSocketPath is the rootless socket of the user berth runs as.

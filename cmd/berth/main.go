@@ -107,6 +107,7 @@ func run(ctx context.Context, args []string) int {
 			RunE:  stage(func(d *driver.Driver) error { return d.Cleanup(ctx) }),
 		},
 		gcCommand(ctx, stage),
+		doctorCommand(ctx, &stageErr, &configPath),
 		dnsForwardCommand(ctx),
 		dockerProxyCommand(ctx),
 		policyCommand(&stageErr, func() (*config.Config, error) {
