@@ -15,6 +15,11 @@
 #      `docker build` FROM those only):
 #        berth-test/debian:12  berth-test/busybox:latest
 #        berth-test/helper:latest  berth-test/http-service:latest
+#      and the local base images berth's own Dockerfile is built FROM in
+#      TestDockerfile (stand-ins for golang:1.26-bookworm and
+#      gitlab/gitlab-runner):
+#        berth-test/golang:1.26  (berth-test/debian:12 + the host's Go)
+#        berth-test/gitlab-runner:latest
 #      Each image carries a label org.berthci.test.recipe=<hash of its inputs>;
 #      an image is (re)built only when missing or when that hash changed.
 #   4. the gitlab-runner stand-in at /usr/local/lib/berth-test/gitlab-runner
@@ -80,6 +85,8 @@ IMG_HTTP=berth-test/http-service:latest
 IMG_DIND=berth-test/dind:latest
 IMG_PODMAN=berth-test/podman:latest
 IMG_REGISTRY=berth-test/registry:latest
+IMG_GOLANG=berth-test/golang:1.26
+IMG_RUNNER=berth-test/gitlab-runner:latest
 ALL_IMAGES=("${IMG_DEBIAN}" "${IMG_BUSYBOX}" "${IMG_HELPER}" "${IMG_HTTP}")
 RECIPE_LABEL=org.berthci.test.recipe
 
@@ -445,6 +452,61 @@ REGISTRY_IMG_KEY=$({
 	sha256sum <"${IMAGES_DIR}/registry-service.yml"
 } | sha)
 ensure_image "${IMG_REGISTRY}" "${REGISTRY_IMG_KEY}" build_registry
+
+# The bases of berth's own Dockerfile in TestDockerfile: GO_IMAGE is the
+# Debian image plus the host's Go toolchain, RUNNER_IMAGE the Debian image
+# plus the gitlab-runner stand-in, in place of the official images.
+GO_BIN=
+for c in /usr/local/go/bin/go "$(command -v go || true)"; do
+	if [[ -n ${c} && -x ${c} ]]; then
+		GO_BIN=${c}
+		break
+	fi
+done
+# go_host CMD...: the host's go, from /, never switching toolchains.
+go_host() { (cd / && GOTOOLCHAIN=local "${GO_BIN}" "$@"); }
+
+# The context is streamed: this Dockerfile plus GOROOT renamed to go/, so
+# the ~250 MB toolchain is not copied to a temporary directory first.
+build_golang() {
+	local img=$1 key=$2 goroot base blog
+	goroot=$(go_host env GOROOT)
+	base=$(basename "${goroot}")
+	blog=$(mktemp)
+	if ! tar -C "${IMAGES_DIR}" -cf - golang.Dockerfile \
+		-C "$(dirname "${goroot}")" --numeric-owner --owner=0 --group=0 \
+		--transform "s|^${base}/|go/|;s|^${base}\$|go|" "${base}" |
+		DOCKER_BUILDKIT=0 docker build --pull=false --label "${RECIPE_LABEL}=${key}" \
+			-f golang.Dockerfile -t "${img}" - >"${blog}" 2>&1; then
+		sed 's/^/provision: build: /' "${blog}" >&2
+		rm -f "${blog}"
+		die "docker build of ${img} failed"
+	fi
+	rm -f "${blog}"
+}
+if [[ -n ${GO_BIN} ]]; then
+	# `go version` names the toolchain cheaply; hashing its files would not.
+	GOLANG_KEY=$({
+		echo "golang v1"
+		image_id "${IMG_DEBIAN}"
+		go_host version
+		go_host env GOROOT
+		sha256sum <"${IMAGES_DIR}/golang.Dockerfile"
+	} | sha)
+	ensure_image "${IMG_GOLANG}" "${GOLANG_KEY}" build_golang
+else
+	log "image ${IMG_GOLANG}: WARNING: no Go toolchain (/usr/local/go/bin/go or go on PATH); not built, so TestDockerfile fails"
+	note "image ${IMG_GOLANG}: not built (no Go toolchain)"
+fi
+
+build_runner() { docker_build "$1" "$2" gitlab-runner.Dockerfile; }
+RUNNER_IMG_KEY=$({
+	echo "gitlab-runner v1"
+	image_id "${IMG_DEBIAN}"
+	sha256sum <"${IMAGES_DIR}/gitlab-runner.Dockerfile"
+	sha256sum <"${STANDIN_SRC}"
+} | sha)
+ensure_image "${IMG_RUNNER}" "${RUNNER_IMG_KEY}" build_runner
 
 # ---------------------------------------------------------------- 4. stand-in
 

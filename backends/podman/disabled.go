@@ -6,17 +6,12 @@ package podman
 import (
 	"errors"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/berthci/berth/backends"
-	"github.com/berthci/berth/config"
 )
 
 // Name is the backend's name in BERTH_BACKEND and the config.
 const Name = "podman"
 
 func init() {
-	backends.Register(Name, func(*config.Config, logrus.FieldLogger) (backends.Backend, error) {
-		return nil, errors.New("this berth was built without the podman backend: build with -tags 'remote exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp', or remove podman from policy.allowed_backends")
-	})
+	backends.RegisterMissing(Name, errors.New("this berth was built without the podman backend: build with -tags 'remote exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp', or remove podman from policy.allowed_backends"))
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -114,14 +113,7 @@ func run(ctx context.Context, args []string) int {
 			path, explicit := config.ResolvePath(configPath)
 			return config.Load(path, explicit)
 		}),
-		&cobra.Command{
-			Use:   "version",
-			Short: "Print berth's version",
-			Args:  cobra.NoArgs,
-			Run: func(*cobra.Command, []string) {
-				fmt.Printf("berth %s (%s %s/%s)\n", driver.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			},
-		},
+		versionCommand(),
 	)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
