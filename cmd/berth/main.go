@@ -107,6 +107,7 @@ func run(ctx context.Context, args []string) int {
 		},
 		gcCommand(ctx, stage),
 		doctorCommand(ctx, &stageErr, &configPath),
+		execCommand(ctx, &configPath, &logFormat, &stageErr),
 		dnsForwardCommand(ctx),
 		dockerProxyCommand(ctx),
 		policyCommand(&stageErr, func() (*config.Config, error) {
