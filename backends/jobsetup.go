@@ -142,9 +142,14 @@ func HealthPorts(svc Service, exposed []string) []int {
 
 // SelfBinary returns the static berth binary that berth's own helper
 // containers (the guarding proxy, the DinD DNS relay) run: override when
-// set, else the running executable, with symlinks resolved so that it can
-// be bind-mounted.
-func SelfBinary(override, purpose string) (string, error) {
+// set, else the admin's hostPath ([docker] berth_binary) as it is, else
+// the running executable, with symlinks resolved so that it can be
+// bind-mounted.
+func SelfBinary(override, hostPath, purpose string) (string, error) {
+	if override == "" && hostPath != "" {
+		// A path on the engine's host, which berth may not see itself.
+		return hostPath, nil
+	}
 	self, err := override, error(nil)
 	if self == "" {
 		self, err = os.Executable()

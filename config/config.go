@@ -85,6 +85,11 @@ type Docker struct {
 	// gitlab-runner binary mounted read-only into the container that runs
 	// cache and artifact stages. Empty disables the mount.
 	RunnerBinary string `toml:"runner_binary"`
+	// BerthBinary is the host path of the static berth binary that berth
+	// mounts into its own containers (the socket and podman guards, the
+	// DinD DNS relay). Empty means the running executable; set it when
+	// berth runs in a container, whose paths the engine cannot see.
+	BerthBinary string `toml:"berth_binary"`
 
 	// PullPolicy is used when a job sets none; the policies are tried in
 	// order until one yields the image.

@@ -206,7 +206,7 @@ func authConfigCheck(cfg *config.Config) ([]backends.Credential, backends.Check)
 // proxy and the DinD DNS relay run it inside images of any libc.
 func berthBinaryCheck(cfg *config.Config) backends.Check {
 	const name = "berth-binary"
-	self, err := backends.SelfBinary("", "doctor")
+	self, err := backends.SelfBinary("", "", "doctor")
 	if err != nil {
 		return backends.Warn(name, err.Error(), "run berth from its installed path")
 	}

@@ -7,12 +7,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
+	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerproxy"
 	"github.com/berthci/berth/integration/runner"
 )
 
@@ -221,6 +225,56 @@ func TestSocketBadConfigIsSystemFailureNamingTheKey(t *testing.T) {
 	for _, want := range []string{fmt.Sprintf("exited %d", runner.SystemFailureExitCode), "unknown key", "docker.memroy", e.cfgPath + ":"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
+
+// TestSocketBerthBinaryFromConfig: with [docker] berth_binary set, as when
+// berth runs in the runner image, the guard runs the binary at that host
+// path, not the running executable.
+func TestSocketBerthBinaryFromConfig(t *testing.T) {
+	hostCopy := filepath.Join(os.TempDir(), fmt.Sprintf("berth-host-copy-%d", os.Getpid()))
+	data, err := os.ReadFile(berthBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hostCopy, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(hostCopy) })
+	e := newEnv(t, options{extraTOML: fmt.Sprintf("berth_binary = %q\n", hostCopy)})
+	job := e.job(131)
+	job.Script = []string{"docker version --format '{{.Server.Version}}'"}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := e.emu.Start(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if r := s.Cleanup(ctx); r.ExitCode != 0 {
+			t.Errorf("cleanup: exit %d\n%s", r.ExitCode, r.Output)
+		}
+	}()
+	if r := s.Prepare(ctx); r.ExitCode != 0 {
+		t.Fatalf("prepare: exit %d\n%s", r.ExitCode, r.Output)
+	}
+	f := e.labelFilter()
+	f.Add("label", backends.LabelRole+"="+dockerproxy.RoleProxy)
+	proxies, err := dockerCli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil || len(proxies) != 1 {
+		t.Fatalf("got proxies %v (err %v), want the job's one", proxies, err)
+	}
+	var sources []string
+	for _, m := range proxies[0].Mounts {
+		sources = append(sources, m.Source)
+	}
+	if !slices.Contains(sources, hostCopy) {
+		t.Errorf("the guard mounts %v, want the configured berth_binary %s", sources, hostCopy)
+	}
+	for _, stage := range []string{"get_sources", "build_script"} {
+		if r := s.RunStage(ctx, stage); r.ExitCode != 0 {
+			t.Errorf("%s through the guard: exit %d\n%s", stage, r.ExitCode, r.Output)
 		}
 	}
 }

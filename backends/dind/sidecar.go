@@ -135,7 +135,7 @@ func port(p *plan) int {
 // startDNSForwarder runs berth's own binary as a DNS relay to Docker's
 // embedded resolver on the job network, and returns its address.
 func (b *Backend) startDNSForwarder(ctx context.Context, job *backends.Job, netName string) (string, error) {
-	self, err := backends.SelfBinary(b.RelayBinary, "the DinD DNS relay")
+	self, err := backends.SelfBinary(b.RelayBinary, b.cfg.Docker.BerthBinary, "the DinD DNS relay")
 	if err != nil {
 		return "", err
 	}

@@ -437,7 +437,7 @@ func (d *doctor) dirAccess(context.Context) backends.Check {
 	// The guarding proxy runs berth's own binary in the service's
 	// containers.
 	if guarded, _ := backends.SocketGuardUse(d.b.full, d.b.podman.Guard); guarded && d.b.podman.JobSocket {
-		self, err := backends.SelfBinary(d.b.ProxyBinary, "the guarded Podman socket")
+		self, err := backends.SelfBinary(d.b.ProxyBinary, d.b.cfg.BerthBinary, "the guarded Podman socket")
 		if err != nil {
 			return backends.Fail(name, err.Error(), "run berth from a regular file")
 		}

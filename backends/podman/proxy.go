@@ -43,7 +43,7 @@ func (b *Backend) jobSocketSource(job *backends.Job) string {
 // own objects, exactly as on the socket backend. It returns once the job's
 // socket answers /_ping.
 func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
-	self, err := backends.SelfBinary(b.ProxyBinary, "the guarded Podman socket")
+	self, err := backends.SelfBinary(b.ProxyBinary, b.cfg.BerthBinary, "the guarded Podman socket")
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 // the host socket and serving the job's socket (see package dockerproxy for
 // the layout). It returns once the job's socket answers /_ping.
 func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
-	self, err := backends.SelfBinary(b.ProxyBinary, "the guarded Docker socket")
+	self, err := backends.SelfBinary(b.ProxyBinary, b.cfg.Docker.BerthBinary, "the guarded Docker socket")
 	if err != nil {
 		return err
 	}
