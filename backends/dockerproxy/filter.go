@@ -97,6 +97,11 @@ type Config struct {
 	// Labels are set on everything the job creates. They must hold
 	// berth.runner, berth.job.id and berth.role=job-created.
 	Labels map[string]string
+	// Network is the job's network. A container the job starts on the
+	// default network joins it instead, so that it reaches the job's
+	// services and no other job reaches it. Empty keeps the engine's
+	// default network.
+	Network string
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -105,6 +110,7 @@ type Filter struct {
 	buildsDir string
 	labels    map[string]string
 	selector  map[string]string
+	network   string
 }
 
 // NewFilter returns the filter for a job.
@@ -131,7 +137,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network}, nil
 }
 
 var versionPrefix = regexp.MustCompile(`^/v([0-9]{1,4})\.([0-9]{1,4})(/.*)$`)
@@ -376,10 +382,16 @@ func (r *request) ownContainer(ref string) (string, error) {
 
 // usableNetwork checks a network a job container joins: the default bridge,
 // the job's network or one the job created. It returns the reference to
-// forward.
+// forward: the job's network in place of the default one, when the filter
+// has it.
 func (r *request) usableNetwork(ref string) (string, error) {
 	switch ref {
-	case "bridge", "default", "none":
+	case "bridge", "default", "":
+		if r.f.network != "" {
+			return r.f.network, nil
+		}
+		return ref, nil
+	case "none":
 		return ref, nil
 	case "host":
 		return "", refuse("network %q is not allowed; use the default network or one the job created", ref)
@@ -684,9 +696,11 @@ func (r *request) networks(segs []string) error {
 		r.setPath("networks", id)
 		return r.noBody()
 	case len(segs) == 3 && m == http.MethodPost && (segs[2] == "connect" || segs[2] == "disconnect"):
-		if _, err := r.usableNetwork(segs[1]); err != nil {
+		ref, err := r.usableNetwork(segs[1])
+		if err != nil {
 			return err
 		}
+		r.setPath("networks", ref, segs[2])
 		if segs[2] == "disconnect" {
 			var opts network.DisconnectOptions
 			if err := r.decode(&opts); err != nil {
@@ -808,10 +822,13 @@ func (r *request) createContainer() error {
 		}
 	}
 	if req.NetworkingConfig != nil {
+		endpoints := map[string]*network.EndpointSettings{}
 		for name, ep := range req.NetworkingConfig.EndpointsConfig {
-			if _, err := r.usableNetwork(name); err != nil {
+			ref, err := r.usableNetwork(name)
+			if err != nil {
 				return err
 			}
+			endpoints[ref] = ep
 			if ep != nil {
 				if len(ep.DriverOpts) > 0 {
 					return refuse("endpoint driver options on network %q are not allowed", name)
@@ -821,6 +838,7 @@ func (r *request) createContainer() error {
 				}
 			}
 		}
+		req.NetworkingConfig.EndpointsConfig = endpoints
 	}
 	return r.encode(&req)
 }
@@ -889,7 +907,11 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 		return err
 	}
 	switch nm := string(h.NetworkMode); {
-	case contains([]string{"", "default", "bridge", "none"}, nm):
+	case contains([]string{"", "default", "bridge"}, nm):
+		if r.f.network != "" {
+			h.NetworkMode = container.NetworkMode(r.f.network)
+		}
+	case nm == "none":
 	case strings.HasPrefix(nm, "container:"):
 		id, err := r.ownContainer(strings.TrimPrefix(nm, "container:"))
 		if err != nil {

@@ -522,3 +522,56 @@ func FuzzFilter(f *testing.F) {
 		}
 	})
 }
+
+// TestFilterDefaultNetworkIsTheJobs: with the job's network configured, a
+// container the job starts on the default network, or connects to it,
+// joins the job's network instead, where other jobs cannot reach it.
+func TestFilterDefaultNetworkIsTheJobs(t *testing.T) {
+	dir := testBuildsDir(t)
+	f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, Network: "jobnet"}, fakeUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, body string }{
+		{"default mode", `{"Image":"busybox","HostConfig":{"NetworkMode":"default"}}`},
+		{"no mode", `{"Image":"busybox","HostConfig":{}}`},
+		{"bridge with endpoint", `{"Image":"busybox","HostConfig":{"NetworkMode":"bridge"},"NetworkingConfig":{"EndpointsConfig":{"bridge":{}}}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := readRequest(t, filterCase{method: "POST", target: "/v1.41/containers/create", contentType: "application/json", body: tc.body}.rawRequest(dir))
+			if err := f.Check(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(req.Body)
+			var cr container.CreateRequest
+			if err := json.Unmarshal(body, &cr); err != nil {
+				t.Fatal(err)
+			}
+			if cr.HostConfig.NetworkMode != "jobnet" {
+				t.Errorf("got NetworkMode %q, want the job's network", cr.HostConfig.NetworkMode)
+			}
+			if cr.NetworkingConfig != nil {
+				for name := range cr.NetworkingConfig.EndpointsConfig {
+					if name != "jobnet" {
+						t.Errorf("got endpoint on %q, want only the job's network", name)
+					}
+				}
+			}
+		})
+	}
+	req := readRequest(t, filterCase{method: "POST", target: "/v1.41/networks/bridge/connect", contentType: "application/json", body: `{"Container":"own"}`}.rawRequest(dir))
+	if err := f.Check(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if req.URL.Path != "/v1.41/networks/jobnet/connect" {
+		t.Errorf("connect to the default network: got path %q, want the job's network", req.URL.Path)
+	}
+	req = readRequest(t, filterCase{method: "POST", target: "/v1.41/containers/create", contentType: "application/json", body: `{"Image":"busybox","HostConfig":{"NetworkMode":"none"}}`}.rawRequest(dir))
+	if err := f.Check(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(req.Body)
+	if !strings.Contains(string(body), `"NetworkMode":"none"`) {
+		t.Errorf("got %s, want no network kept", body)
+	}
+}

@@ -50,7 +50,9 @@ func Command(job *backends.Job) []string {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	cmd := []string{"docker-proxy", "--listen", ListenDir + "/docker.sock", "--upstream", "unix://" + UpstreamPath, "--builds-dir", job.BuildsDir}
+	// Both engines' backends name the job's network after the job.
+	cmd := []string{"docker-proxy", "--listen", ListenDir + "/docker.sock", "--upstream", "unix://" + UpstreamPath,
+		"--builds-dir", job.BuildsDir, "--network", job.Name()}
 	for _, k := range keys {
 		cmd = append(cmd, "--label", k+"="+labels[k])
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/images"
@@ -90,7 +91,10 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 // socket, which carry its labels. An image that another container still
 // uses stays.
 func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) error {
-	list, err := images.List(ctx, new(images.ListOptions).WithAll(true).WithFilters(selectorFilters(job)))
+	// One label filter: Podman 4.3 lists no image for two (it wants
+	// each image to match all of them in one label); owns checks the rest.
+	byJob := map[string][]string{"label": {backends.LabelJobID + "=" + strconv.FormatInt(job.ID, 10)}}
+	list, err := images.List(ctx, new(images.ListOptions).WithAll(true).WithFilters(byJob))
 	if err != nil {
 		return fmt.Errorf("list the images the job built: %w", err)
 	}

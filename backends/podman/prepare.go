@@ -59,7 +59,9 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 	}
 
 	netName := networkName(job)
-	opts := map[string]string{}
+	// Podman routes between its bridge networks unless they are
+	// isolated: without this, one job reaches another's services.
+	opts := map[string]string{"isolate": "true"}
 	if b.cfg.NetworkMTU > 0 {
 		opts["mtu"] = fmt.Sprint(b.cfg.NetworkMTU)
 	}

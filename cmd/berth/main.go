@@ -195,7 +195,7 @@ func dnsForwardCommand(ctx context.Context) *cobra.Command {
 // dockerProxyCommand is the guarding Docker socket proxy that berth runs in a
 // socket job's proxy container; admins never call it.
 func dockerProxyCommand(ctx context.Context) *cobra.Command {
-	var listen, upstream, buildsDir string
+	var listen, upstream, buildsDir, network string
 	var labels []string
 	cmd := &cobra.Command{
 		Use:    "docker-proxy",
@@ -203,7 +203,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			cfg := dockerproxy.Config{BuildsDir: buildsDir, Labels: map[string]string{}}
+			cfg := dockerproxy.Config{BuildsDir: buildsDir, Network: network, Labels: map[string]string{}}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
@@ -219,6 +219,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().StringVar(&upstream, "upstream", "unix:///var/run/docker.sock", "Docker daemon to forward to")
 	cmd.Flags().StringVar(&buildsDir, "builds-dir", "", "the job's builds directory, the only allowed bind source")
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "key=value label set on what the job creates (repeatable)")
+	cmd.Flags().StringVar(&network, "network", "", "the job's network, which containers on the default network join instead")
 	return cmd
 }
 
