@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -483,4 +484,22 @@ func HumanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// PathDirs returns the absolute PATH directories of an image's environment
+// (KEY=VALUE), or the usual ones when it sets no PATH.
+func PathDirs(env []string) []string {
+	value := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			value = v
+		}
+	}
+	var dirs []string
+	for _, dir := range strings.Split(value, ":") {
+		if path.IsAbs(dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	return dirs
 }

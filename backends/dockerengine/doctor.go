@@ -266,7 +266,11 @@ func (d *doctor) runnerBinary(ctx context.Context) backends.Check {
 	if err != nil {
 		return backends.Fail(name, fmt.Sprintf("inspect the helper image %s: %v", ref, err), d.startFix())
 	}
-	dirs := imagePath(inspect)
+	var env []string
+	if inspect.Config != nil {
+		env = inspect.Config.Env
+	}
+	dirs := backends.PathDirs(env)
 	created, err := d.api.ContainerCreate(ctx, &container.Config{
 		Image:      ref,
 		Entrypoint: []string{"gitlab-runner"},
@@ -295,25 +299,6 @@ func (d *doctor) runnerBinary(ctx context.Context) backends.Check {
 	}
 	return backends.Fail(name, fmt.Sprintf("docker.runner_binary is \"\", and the helper image %s has no executable gitlab-runner on its PATH (%s)", ref, strings.Join(dirs, ":")),
 		"set docker.runner_binary to the host's gitlab-runner (it is mounted into the helper), or use a helper image that has one")
-}
-
-// imagePath returns the PATH directories of an image's environment.
-func imagePath(inspect image.InspectResponse) []string {
-	value := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	if inspect.Config != nil {
-		for _, kv := range inspect.Config.Env {
-			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-				value = v
-			}
-		}
-	}
-	var dirs []string
-	for _, dir := range strings.Split(value, ":") {
-		if path.IsAbs(dir) {
-			dirs = append(dirs, dir)
-		}
-	}
-	return dirs
 }
 
 // remove removes one of doctor's containers on a fresh context.

@@ -326,7 +326,7 @@ func (d *doctor) runnerBinary(ctx context.Context) backends.Check {
 	if inspect.Config != nil {
 		env = inspect.Config.Env
 	}
-	dirs := pathDirs(env)
+	dirs := backends.PathDirs(env)
 	for _, dir := range dirs {
 		candidate := path.Join(dir, "gitlab-runner")
 		st, err := containers.Stat(ctx, s.Name, candidate)
@@ -346,23 +346,6 @@ func (d *doctor) runnerBinary(ctx context.Context) backends.Check {
 	}
 	return backends.Fail(name, fmt.Sprintf("docker.runner_binary is \"\", and the helper image %s has no executable gitlab-runner on its PATH (%s)", ref, strings.Join(dirs, ":")),
 		"set docker.runner_binary to the host's gitlab-runner (it is mounted into the helper), or use a helper image that has one")
-}
-
-// pathDirs returns the PATH directories of an image's environment.
-func pathDirs(env []string) []string {
-	value := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			value = v
-		}
-	}
-	var dirs []string
-	for _, dir := range strings.Split(value, ":") {
-		if path.IsAbs(dir) {
-			dirs = append(dirs, dir)
-		}
-	}
-	return dirs
 }
 
 // remove removes one of doctor's containers on a fresh context.
