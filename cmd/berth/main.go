@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -21,10 +19,13 @@ import (
 	_ "github.com/berthci/berth/backends/socket"
 	"github.com/berthci/berth/config"
 	"github.com/berthci/berth/driver"
+	"github.com/berthci/berth/internal/earlysignal"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The signal handler is installed before the engine clients'
+	// packages initialise (see package earlysignal).
+	ctx, stop := earlysignal.Context(context.Background())
 	code := run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
