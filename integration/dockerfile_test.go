@@ -25,7 +25,6 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/berthci/berth/config"
@@ -67,8 +66,20 @@ func TestDockerfile(t *testing.T) {
 	date := time.Now().UTC().Format(time.RFC3339)
 	tag := fmt.Sprintf("berth-test/dockerfile-it:%d-%d", os.Getpid(), time.Now().UnixNano())
 
+	// BERTH_FRESH=1 (.ci/run's default): build as on a fresh machine, with
+	// none of the Go cache mounts an earlier build left, and remove them
+	// again afterwards.
+	fresh := os.Getenv("BERTH_FRESH") == "1"
+	if fresh {
+		removeBuildCache(t, func(r *build.CacheRecord) bool { return berthCacheMount(r) })
+	}
 	cacheBefore := buildCacheRecords(t, ctx)
-	t.Cleanup(func() { removeBuild(t, tag, cacheBefore) })
+	t.Cleanup(func() {
+		removeImage(t, tag)
+		removeBuildCache(t, func(r *build.CacheRecord) bool {
+			return !cacheBefore[r.ID] && (fresh || r.Type != "exec.cachemount")
+		})
+	})
 	build := exec.CommandContext(ctx, cli, "build", "--pull=false", "--progress=plain",
 		"--build-arg", "GO_IMAGE="+goBaseImage,
 		"--build-arg", "RUNNER_IMAGE="+runnerBaseImage,
@@ -417,17 +428,22 @@ func buildCacheRecords(t *testing.T, ctx context.Context) map[string]bool {
 	return ids
 }
 
-// removeBuild removes the built image and the build cache records the build
-// added (its context, layers and intermediate stages; BuildKit leaves no
-// dangling images), keeping the Go cache mounts that make the next build
-// fast. A record still in use belongs to someone else's running build.
-func removeBuild(t *testing.T, tag string, before map[string]bool) {
+// berthCacheMount reports whether r is one of the Go cache mounts of
+// berth's Dockerfile (its description quotes the RUN line, which names the
+// module).
+func berthCacheMount(r *build.CacheRecord) bool {
+	return r.Type == "exec.cachemount" && strings.Contains(r.Description, "github.com/berthci/berth/")
+}
+
+// removeBuildCache removes the build cache records drop selects: after a
+// build, those it added (its context, layers and intermediate stages;
+// BuildKit leaves no dangling images), the Go cache mounts that make the
+// next build fast only when asked to. A record still in use belongs to
+// someone else's running build.
+func removeBuildCache(t *testing.T, drop func(*build.CacheRecord) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := dockerCli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
-		t.Errorf("remove image %s: %v", tag, err)
-	}
 	// A record goes only once no other record builds on it, so repeat
 	// until a pass removes nothing; left is then what stays.
 	var left []*build.CacheRecord
@@ -439,7 +455,7 @@ func removeBuild(t *testing.T, tag string, before map[string]bool) {
 		}
 		left = nil
 		for _, r := range du.BuildCache {
-			if !before[r.ID] && r.Type != "exec.cachemount" {
+			if drop(r) {
 				left = append(left, r)
 			}
 		}

@@ -5,7 +5,8 @@
 # missing, so a re-run on a provisioned host takes a few seconds and needs no
 # network. Concurrent runs are serialised with a lock.
 #
-# What it sets up (see /work/shared/spec/test-hosts.md for the background):
+# What it sets up (see ../shared/spec/test-hosts.md, beside the project, for
+# the background):
 #   1. apt packages (docker.io podman uidmap slirp4netns runc debootstrap
 #      docker-registry busybox-static apache2-utils curl git ca-certificates)
 #   2. dockerd in the background     pid /run/berth-test/dockerd.pid
@@ -32,13 +33,21 @@
 #                                    log /var/log/berth-test-podman.log
 #      with the four test images and berth-test/podman (nested podman) loaded
 #      into that user's image store.
+#   7. the Go modules of this checkout in the module cache (go mod download):
+#      every module of the build list for every platform, which `go mod
+#      vendor` in TestDockerfile needs and a Linux `go build` never fetches.
 #
-# Network: only the Debian apt mirror is contacted (apt-get and debootstrap).
+# Network: only the Debian apt mirror (apt-get and debootstrap) and the Go
+# module proxy (go mod download) are contacted.
 # Daemons are started only when they do not already answer; nothing is ever
 # stopped.
 #
 # Environment overrides:
 #   BERTH_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the one apt uses)
+#   BERTH_FRESH=1        rely on nothing an earlier run left: remove every
+#                        berth-test/* image (docker and the podman user's
+#                        store) and the cached Debian rootfs and .debs first,
+#                        so every image is built from nothing (.ci/run sets it)
 set -euo pipefail
 
 log() { printf 'provision: %s\n' "$*"; }
@@ -247,6 +256,21 @@ done
 docker() { "${DOCKER_BIN}" "$@"; }
 
 # ---------------------------------------------------------------- 3. images
+
+# BERTH_FRESH=1: build every image from nothing. All berth-test/* references
+# go in one rmi, so a base (berth-test/debian) that children still use is
+# only untagged at first and pruned with its last child.
+if [[ ${BERTH_FRESH:-0} == 1 ]]; then
+	mapfile -t stale < <(docker image ls --format '{{.Repository}}:{{.Tag}}' --filter 'reference=berth-test/*' | grep -v ':<none>$' || true)
+	if ((${#stale[@]})); then
+		log "fresh: removing ${#stale[@]} berth-test images: ${stale[*]}"
+		docker rmi -f "${stale[@]}" >/dev/null || die "fresh: could not remove the berth-test images"
+	fi
+	[[ -z $(docker image ls -q --filter 'reference=berth-test/*') ]] || die "fresh: berth-test images are left after removal"
+	remove_tree "${CACHE_DIR}"
+	mkdir -p "${CACHE_DIR}"
+	note "fresh: no berth-test image or cached rootfs was reused"
+fi
 
 image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
 image_recipe() { docker image inspect -f "{{index .Config.Labels \"${RECIPE_LABEL}\"}}" "$1" 2>/dev/null || true; }
@@ -713,6 +737,14 @@ else
 	note "podman: service started (pid ${svc_pid}, ${POD_SOCK})"
 fi
 
+if [[ ${BERTH_FRESH:-0} == 1 ]]; then
+	mapfile -t stale < <(as_pod podman image ls --format '{{.Repository}}:{{.Tag}}' --filter 'reference=berth-test/*' 2>/dev/null | grep -v ':<none>$' | sort -u || true)
+	if ((${#stale[@]})); then
+		log "fresh: removing ${#stale[@]} berth-test images from ${POD_USER}'s store: ${stale[*]}"
+		as_pod podman rmi -f "${stale[@]}" >/dev/null || die "fresh: could not remove the berth-test images from ${POD_USER}'s store"
+	fi
+fi
+
 # Load the test images into the user's store when missing or different
 # (docker save/podman load keeps the image ID, so compare IDs).
 for img in "${ALL_IMAGES[@]}" "${IMG_PODMAN}"; do
@@ -734,7 +766,29 @@ for img in "${ALL_IMAGES[@]}" "${IMG_PODMAN}"; do
 	note "podman image ${img}: loaded"
 done
 
-# ---------------------------------------------------------------- 7. summary
+# ---------------------------------------------------------------- 7. Go modules
+
+# TestDockerfile vendors this checkout's modules offline (go mod vendor with
+# GOPROXY=off). Vendoring wants every module of the build list, Windows-only
+# and untagged-build imports included, where a Linux `go build` downloads only
+# part; `go mod download` fetches the whole list (every module go.mod
+# requires). Against a filled cache it only checks, in about a second.
+REPO_ROOT=$(cd "${HERE}/.." && pwd)
+if [[ -n ${GO_BIN} && -f ${REPO_ROOT}/go.mod ]]; then
+	t0=$(date +%s)
+	if ! (cd "${REPO_ROOT}" && GOTOOLCHAIN=local GOFLAGS=-mod=mod "${GO_BIN}" mod download -x 2>"${RUN_DIR}/go-mod-download.log"); then
+		tail -n 30 "${RUN_DIR}/go-mod-download.log" >&2 || true
+		die "go mod download in ${REPO_ROOT} failed (is the Go module proxy reachable? log ${RUN_DIR}/go-mod-download.log)"
+	fi
+	fetched=$(grep -c '^# get .*200 OK' "${RUN_DIR}/go-mod-download.log" || true)
+	log "go modules: $(cd "${REPO_ROOT}" && GOTOOLCHAIN=local "${GO_BIN}" env GOMODCACHE) holds the build list (${fetched} files fetched, $(($(date +%s) - t0))s)"
+	note "go modules: ${fetched} files fetched"
+else
+	log "go modules: WARNING: no Go toolchain or no go.mod in ${REPO_ROOT}; not downloaded, so TestDockerfile fails"
+	note "go modules: not downloaded"
+fi
+
+# ---------------------------------------------------------------- 8. summary
 
 log "---- summary ($(($(date +%s) - START_TS))s) ----"
 for s in "${SUMMARY[@]}"; do
