@@ -21,12 +21,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/internal/strictjson"
@@ -55,10 +58,13 @@ const minAPIVersion = "1.24"
 // not have.
 var ErrNotFound = errors.New("not found")
 
-// Object is a daemon object's full id and labels.
+// Object is a daemon object's full id and labels. For a container, Binds
+// are the host paths of its bind mounts (HostConfig.Binds and Mounts of
+// type bind), as the engine will resolve them at its next start.
 type Object struct {
 	ID     string
 	Labels map[string]string
+	Binds  []string
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and
@@ -69,7 +75,19 @@ type Upstream interface {
 	Volume(ctx context.Context, name string) (Object, error)
 	// ExecContainer returns the id of the container an exec instance runs in.
 	ExecContainer(ctx context.Context, execID string) (string, error)
+	// RunningContainers returns the ids of the running (not paused)
+	// containers that carry every label of selector.
+	RunningContainers(ctx context.Context, selector map[string]string) ([]string, error)
+	// Pause freezes every process of a container; Unpause thaws it. Pause
+	// of a container that is not running returns an error wrapping
+	// ErrNotRunning.
+	Pause(ctx context.Context, id string) error
+	Unpause(ctx context.Context, id string) error
 }
+
+// ErrNotRunning is what [Upstream.Pause] returns for a container that is
+// not running: it has no process that could act.
+var ErrNotRunning = errors.New("container is not running")
 
 // Refusal is a request the proxy does not forward. The server answers it
 // with Status and a JSON {"message": ...} body, which the docker CLI prints.
@@ -101,16 +119,37 @@ type Config struct {
 	// default network joins it instead, so that it reaches the job's
 	// services and no other job reaches it. Empty keeps the engine's
 	// default network.
-	Network string
+	Network string // NoFreeze starts containers without pausing the job's other
+	// containers first (see [Filter] on starts). Only for engines that
+	// cannot pause: rootless Podman on cgroup v1. There a job that swaps a
+	// bind source for a symlink in the moment between the guard's check and
+	// the engine's mount can still win.
+	NoFreeze bool
 }
 
 // Filter decides on requests. It is safe for concurrent use.
+//
+// Bind sources are host paths in the job's builds dir, which the job can
+// change at any time, and the engine resolves them again at every start,
+// not only at create. So the filter checks them at create (resolved, in the
+// builds dir) and again at every start, restart and unpause, while the
+// job's other running containers are paused: each component from the
+// builds dir down must be a real directory, no symlink, and nothing of the
+// job can run until the engine has mounted them. Restart policies, which
+// would let the engine start a container with no request to check, are
+// refused. Archive uploads, the one request by which the engine writes
+// into a bind source for the job, wait while a start is checked.
 type Filter struct {
 	up        Upstream
 	buildsDir string
 	labels    map[string]string
 	selector  map[string]string
 	network   string
+	noFreeze  bool
+
+	// startMu: a start holds it exclusively from its check until the
+	// engine answered; archive uploads hold it shared.
+	startMu sync.RWMutex
 }
 
 // NewFilter returns the filter for a job.
@@ -137,7 +176,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze}, nil
 }
 
 var versionPrefix = regexp.MustCompile(`^/v([0-9]{1,4})\.([0-9]{1,4})(/.*)$`)
@@ -147,6 +186,26 @@ var versionPrefix = regexp.MustCompile(`^/v([0-9]{1,4})\.([0-9]{1,4})(/.*)$`)
 // filters narrowed to the job's own objects), a *Refusal for a request the
 // job may not make, or another error when the daemon could not be asked.
 func (f *Filter) Check(ctx context.Context, r *http.Request) error {
+	release, err := f.CheckHold(ctx, r)
+	if err == nil {
+		release()
+	}
+	return err
+}
+
+// CheckHold is [Filter.Check] for a request that is then forwarded: on nil
+// error the caller must call release once the daemon has answered (a start
+// keeps the job's other containers paused until then).
+func (f *Filter) CheckHold(ctx context.Context, r *http.Request) (release func(), err error) {
+	rq := &request{Request: r, ctx: ctx, f: f}
+	if err := rq.check(); err != nil {
+		rq.releaseHeld()
+		return nil, err
+	}
+	return rq.releaseHeld, nil
+}
+
+func (r *request) check() error {
 	if r.URL == nil || r.URL.Opaque != "" || r.URL.RawPath != "" {
 		return refuse("escaped or opaque request paths are not allowed")
 	}
@@ -172,8 +231,8 @@ func (f *Filter) Check(ctx context.Context, r *http.Request) error {
 			return refuse("query parameter %q is repeated", k)
 		}
 	}
-	rq := &request{Request: r, ctx: ctx, f: f, prefix: prefix, query: query}
-	if err := rq.route(strings.Split(p[1:], "/")); err != nil {
+	r.prefix, r.query = prefix, query
+	if err := r.route(strings.Split(p[1:], "/")); err != nil {
 		return err
 	}
 	r.URL.RawQuery = query.Encode()
@@ -187,6 +246,17 @@ type request struct {
 	f      *Filter
 	prefix string
 	query  url.Values
+	// held is released once the daemon has answered the request.
+	held []func()
+}
+
+func (r *request) hold(release func()) { r.held = append(r.held, release) }
+
+func (r *request) releaseHeld() {
+	for i := len(r.held) - 1; i >= 0; i-- {
+		r.held[i]()
+	}
+	r.held = nil
 }
 
 func (r *request) setPath(segs ...string) { r.URL.Path = r.prefix + "/" + strings.Join(segs, "/") }
@@ -530,12 +600,30 @@ func (r *request) containers(segs []string) error {
 	segs[1] = id
 	r.setPath(segs...)
 	switch {
+	case action == "start" || action == "restart" || action == "unpause":
+		if err := r.noBody(); err != nil {
+			return err
+		}
+		return r.holdStart(id)
+	case action == "attach" || action == "attach/ws":
+		// Podman's attach initialises a created container, which mounts
+		// its binds: check them as for a start. The stream lasts as long
+		// as the container, so nothing is held past the check.
+		if err := r.noBody(); err != nil {
+			return err
+		}
+		err := r.holdStart(id)
+		r.releaseHeld()
+		return err
 	case rl.body == "update":
 		var upd container.UpdateConfig
 		if err := r.decode(&upd); err != nil {
 			return err
 		}
 		if err := checkResources(&upd.Resources); err != nil {
+			return err
+		}
+		if err := checkRestartPolicy(upd.RestartPolicy); err != nil {
 			return err
 		}
 		return r.encode(&upd)
@@ -549,9 +637,88 @@ func (r *request) containers(segs []string) error {
 		}
 		return r.encode(&opts)
 	case rl.body == "tar" && m == http.MethodPut:
+		// The upload may write into a bind source: not while a start's
+		// binds are being checked.
+		r.f.startMu.RLock()
+		r.hold(r.f.startMu.RUnlock)
 		return r.tarBody()
 	}
 	return r.noBody()
+}
+
+// holdStart checks the binds of container id before the engine starts it
+// and holds what makes the check last until the engine has answered: the
+// filter's start lock and the job's other running containers paused (see
+// [Filter]).
+func (r *request) holdStart(id string) error {
+	r.f.startMu.Lock()
+	r.hold(r.f.startMu.Unlock)
+	if !r.f.noFreeze {
+		if err := r.freezeJob(id); err != nil {
+			return err
+		}
+	}
+	obj, err := r.f.up.Container(r.ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return notFound("No such container: %s", id)
+	}
+	if err != nil {
+		return fmt.Errorf("look up container %q: %w", id, err)
+	}
+	for _, source := range obj.Binds {
+		if err := r.f.checkBindSourceNow(source); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freezeJob pauses every running container of the job but target and the
+// proxy itself, and holds their unpausing.
+func (r *request) freezeJob(target string) error {
+	ids, err := r.f.up.RunningContainers(r.ctx, r.f.selector)
+	if err != nil {
+		return fmt.Errorf("list the job's running containers: %w", err)
+	}
+	for _, id := range ids {
+		if id == target {
+			continue
+		}
+		obj, err := r.f.up.Container(r.ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // gone: nothing of it runs
+		}
+		if err != nil {
+			return fmt.Errorf("look up container %q: %w", id, err)
+		}
+		if obj.Labels[backends.LabelRole] == RoleProxy {
+			continue
+		}
+		err = r.f.up.Pause(r.ctx, id)
+		if errors.Is(err, ErrNotRunning) || errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return refuse("cannot start a container now: pausing the job's container %.12s while the start is checked failed: %v; try again", id, err)
+		}
+		r.hold(func() {
+			// The request's context may be gone; the thaw must happen.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = r.f.up.Unpause(ctx, id)
+		})
+	}
+	return nil
+}
+
+// checkRestartPolicy refuses restart policies: with one the engine starts
+// the container again by itself, with no request whose binds the filter
+// could check.
+func checkRestartPolicy(p container.RestartPolicy) error {
+	if p.Name == "" || p.Name == container.RestartPolicyDisabled {
+		return nil
+	}
+	return refuse("restart policy %q is not allowed: the engine would restart the container without the guard checking its binds again; start it again with `docker start`", p.Name)
 }
 
 func (r *request) exec(segs []string) error {
@@ -906,6 +1073,9 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	if err := checkResources(&h.Resources); err != nil {
 		return err
 	}
+	if err := checkRestartPolicy(h.RestartPolicy); err != nil {
+		return err
+	}
 	switch nm := string(h.NetworkMode); {
 	case contains([]string{"", "default", "bridge"}, nm):
 		if r.f.network != "" {
@@ -1057,6 +1227,57 @@ func (f *Filter) hostPath(source string) (string, error) {
 		return "", refuse("bind mount of %q is not allowed: binds must come from the job's builds directory %s", source, f.buildsDir)
 	}
 	return resolved, nil
+}
+
+// checkBindSourceNow checks a bind source right before the engine resolves
+// it: it must lie in the builds dir, and each component from there down
+// that exists must be a real directory (the last may be a file), never a
+// symlink. The engine creates what does not exist yet; nothing of the job
+// runs meanwhile. The walk opens one component at a time with O_NOFOLLOW,
+// as openat2's RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS would.
+func (f *Filter) checkBindSourceNow(source string) error {
+	clean := filepath.Clean(source)
+	if clean != source || !filepath.IsAbs(source) {
+		return refuse("bind source %q is not a clean absolute path; create the container again", source)
+	}
+	rel, err := filepath.Rel(f.buildsDir, clean)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return refuse("bind mount of %q is not allowed: binds must come from the job's builds directory %s", source, f.buildsDir)
+	}
+	if rel == "." {
+		return nil
+	}
+	dir, err := unix.Open(f.buildsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the builds directory %s: %w", f.buildsDir, err)
+	}
+	parts := strings.Split(rel, "/")
+	for i, part := range parts {
+		next, err := unix.Openat(dir, part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(dir)
+		if errors.Is(err, unix.ENOENT) {
+			return nil // the engine creates the rest as directories
+		}
+		if err != nil {
+			return refuse("bind source %q cannot be checked at %s: %v", source, filepath.Join(parts[:i+1]...), err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(next, &st); err != nil {
+			unix.Close(next)
+			return fmt.Errorf("stat %s: %w", filepath.Join(f.buildsDir, filepath.Join(parts[:i+1]...)), err)
+		}
+		dir = next
+		switch mode := st.Mode & unix.S_IFMT; {
+		case mode == unix.S_IFLNK:
+			unix.Close(dir)
+			return refuse("bind source %q is not allowed now: %s is a symlink, and the engine would follow it at this start; bind the real directory, and do not replace a bound directory with a symlink", source, filepath.Join(parts[:i+1]...))
+		case mode != unix.S_IFDIR && i < len(parts)-1:
+			unix.Close(dir)
+			return refuse("bind source %q is not allowed now: %s is not a directory", source, filepath.Join(parts[:i+1]...))
+		}
+	}
+	unix.Close(dir)
+	return nil
 }
 
 func resolveExisting(p string) (string, error) {

@@ -93,6 +93,13 @@ func (fakeUpstream) ExecContainer(_ context.Context, id string) (string, error) 
 	return "", ErrNotFound
 }
 
+func (fakeUpstream) RunningContainers(context.Context, map[string]string) ([]string, error) {
+	return nil, nil
+}
+
+func (fakeUpstream) Pause(context.Context, string) error   { return nil }
+func (fakeUpstream) Unpause(context.Context, string) error { return nil }
+
 // testBuildsDir makes a builds dir with a subdirectory and symlinks that
 // point out of it, and returns it.
 func testBuildsDir(t testing.TB) string {
@@ -191,6 +198,13 @@ var filterCases = map[string]filterCase{
 	"volume list":               {method: "GET", target: "/v1.41/volumes?filters=%7B%22dangling%22%3A%7B%22true%22%3Atrue%7D%7D"},
 	"unversioned create":        {method: "POST", target: "/containers/create", contentType: ct, body: `{"Image":"busybox"}`},
 	"berth labels are stripped": {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","Labels":{"berth.job.id":"99","BERTH.runner":"x","keep":"1"}}`},
+
+	// Restart policies would let the engine start a container unchecked.
+	"create restart always":     {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"always"}}`), wantStatus: 403, wantMsg: "restart policy"},
+	"create restart on-failure": {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3}}`), wantStatus: 403, wantMsg: "restart policy"},
+	"create restart no":         {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"no"}}`)},
+	"update restart policy":     {method: "POST", target: "/v1.41/containers/own/update", contentType: ct, body: `{"RestartPolicy":{"Name":"unless-stopped"}}`, wantStatus: 403, wantMsg: "restart policy"},
+	"start with a body":         {method: "POST", target: "/v1.41/containers/own/start", contentType: ct, body: `{"Binds":["/:/h"]}`, wantStatus: 403, wantMsg: "takes no request body"},
 
 	// Bodies.
 	"oversized body":       {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"` + strings.Repeat("a", MaxJSONBody) + `"}`, wantStatus: 403, wantMsg: "over the"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,6 +16,9 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 )
@@ -40,7 +44,8 @@ func Handler(f *Filter, dial func(ctx context.Context) (net.Conn, error), log fu
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := f.Check(r.Context(), r); err != nil {
+		release, err := f.CheckHold(r.Context(), r)
+		if err != nil {
 			var refusal *Refusal
 			if errors.As(err, &refusal) {
 				log("refused %s %s: %s", r.Method, r.URL.Path, refusal.Message)
@@ -51,6 +56,7 @@ func Handler(f *Filter, dial func(ctx context.Context) (net.Conn, error), log fu
 			writeMessage(w, http.StatusBadGateway, "berth guarded Docker socket: "+err.Error())
 			return
 		}
+		defer release()
 		proxy.ServeHTTP(w, r)
 	})
 }
@@ -76,6 +82,14 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 		return fmt.Errorf("docker client for %s: %w", upstream, err)
 	}
 	defer cli.Close()
+	pausable, why, err := canPause(ctx, dial)
+	if err != nil {
+		return fmt.Errorf("ask the engine at %s what it can do: %w", upstream, err)
+	}
+	if !pausable {
+		cfg.NoFreeze = true
+		log("WARNING: %s, so a start is checked without pausing the job's other containers: a job that swaps a bind source for a symlink at that moment can still win the race", why)
+	}
 	f, err := NewFilter(cfg, clientUpstream{cli})
 	if err != nil {
 		return err
@@ -138,7 +152,105 @@ func (c clientUpstream) Container(ctx context.Context, ref string) (Object, erro
 	if info.Config != nil {
 		obj.Labels = info.Config.Labels
 	}
+	if info.HostConfig != nil {
+		for _, bind := range info.HostConfig.Binds {
+			if source, _, _ := strings.Cut(bind, ":"); strings.HasPrefix(source, "/") {
+				obj.Binds = append(obj.Binds, source)
+			}
+		}
+		for _, m := range info.HostConfig.Mounts {
+			if m.Type == mount.TypeBind {
+				obj.Binds = append(obj.Binds, m.Source)
+			}
+		}
+	}
 	return obj, nil
+}
+
+func (c clientUpstream) RunningContainers(ctx context.Context, selector map[string]string) ([]string, error) {
+	args := filters.NewArgs(filters.Arg("status", "running"))
+	for k, v := range selector {
+		args.Add("label", k+"="+v)
+	}
+	list, err := c.cli.ContainerList(ctx, container.ListOptions{Filters: args})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(list))
+	for _, ctr := range list {
+		// Podman 4.3 ORs several label filters: check them all here.
+		if labelsMatch(ctr.Labels, selector) {
+			ids = append(ids, ctr.ID)
+		}
+	}
+	return ids, nil
+}
+
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (c clientUpstream) Pause(ctx context.Context, id string) error {
+	if err := c.cli.ContainerPause(ctx, id); err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return notFoundErr(err)
+		}
+		// Exited meanwhile, or already paused: nothing of it can act.
+		if info, ierr := c.cli.ContainerInspect(ctx, id); ierr == nil && info.State != nil && (!info.State.Running || info.State.Paused) {
+			return fmt.Errorf("%w: %v", ErrNotRunning, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (c clientUpstream) Unpause(ctx context.Context, id string) error {
+	return c.cli.ContainerUnpause(ctx, id)
+}
+
+// canPause reports whether the engine can pause containers: not a rootless
+// engine on cgroup v1, where containers have no cgroup of their own to
+// freeze. Podman's Docker-compatible /info says Rootless; Docker's says
+// name=rootless among its security options.
+func canPause(ctx context.Context, dial func(ctx context.Context) (net.Conn, error)) (bool, string, error) {
+	httpc := &http.Client{Transport: &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		DisableKeepAlives: true,
+	}, Timeout: 30 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
+	if err != nil {
+		return false, "", err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return false, "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, "", fmt.Errorf("GET /info: %s", resp.Status)
+	}
+	var info struct {
+		CgroupVersion   string
+		Rootless        bool
+		SecurityOptions []string
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
+		return false, "", fmt.Errorf("GET /info: %w", err)
+	}
+	for _, opt := range info.SecurityOptions {
+		if strings.Contains(opt, "name=rootless") {
+			info.Rootless = true
+		}
+	}
+	if info.Rootless && info.CgroupVersion == "1" {
+		return false, "a rootless engine on cgroup v1 cannot pause containers", nil
+	}
+	return true, "", nil
 }
 
 func (c clientUpstream) Network(ctx context.Context, ref string) (Object, error) {

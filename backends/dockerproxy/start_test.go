@@ -1,0 +1,179 @@
+package dockerproxy
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// startUpstream is fakeUpstream with bind sources on "own" and a record of
+// what was paused, to check the start sequence.
+type startUpstream struct {
+	fakeUpstream
+	binds    []string
+	running  []string
+	pauseErr map[string]error
+
+	mu     sync.Mutex
+	events []string
+}
+
+func (u *startUpstream) record(e string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.events = append(u.events, e)
+}
+
+func (u *startUpstream) Container(ctx context.Context, ref string) (Object, error) {
+	obj, err := u.fakeUpstream.Container(ctx, ref)
+	if err == nil && obj.ID == fakeContainers["own"].ID {
+		obj.Binds = u.binds
+		u.record("inspect own")
+	}
+	return obj, err
+}
+
+func (u *startUpstream) RunningContainers(context.Context, map[string]string) ([]string, error) {
+	return u.running, nil
+}
+
+func (u *startUpstream) Pause(_ context.Context, id string) error {
+	if err := u.pauseErr[id]; err != nil {
+		return err
+	}
+	u.record("pause " + id[:3])
+	return nil
+}
+
+func (u *startUpstream) Unpause(_ context.Context, id string) error {
+	u.record("unpause " + id[:3])
+	return nil
+}
+
+func TestStartChecksBindsWhileTheJobIsPaused(t *testing.T) {
+	dir := testBuildsDir(t)
+	if err := os.MkdirAll(filepath.Join(dir, "project", "swap", "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "project", "swap", "real")
+	tests := map[string]struct {
+		binds    []string
+		noFreeze bool
+		pauseErr map[string]error
+		wantMsg  string
+		want     []string
+	}{
+		"real directories": {
+			binds: []string{good, filepath.Join(dir, "project", "not", "yet")},
+			want:  []string{"pause bld", "pause own", "inspect own", "unpause own", "unpause bld"},
+		},
+		"swapped for a symlink": {
+			binds:   []string{filepath.Join(dir, "project", "escape")},
+			wantMsg: "is a symlink",
+			want:    []string{"pause bld", "pause own", "inspect own", "unpause own", "unpause bld"},
+		},
+		"symlink above": {
+			binds:   []string{filepath.Join(dir, "project", "inside", "x")},
+			wantMsg: "project/inside is a symlink",
+			want:    []string{"pause bld", "pause own", "inspect own", "unpause own", "unpause bld"},
+		},
+		"outside the builds dir": {
+			binds:   []string{"/etc"},
+			wantMsg: "binds must come from the job's builds directory",
+			want:    []string{"pause bld", "pause own", "inspect own", "unpause own", "unpause bld"},
+		},
+		"unclean": {
+			binds:   []string{dir + "/project/../../../x"},
+			wantMsg: "not a clean absolute path",
+			want:    []string{"pause bld", "pause own", "inspect own", "unpause own", "unpause bld"},
+		},
+		"pause fails": {
+			binds:    []string{good},
+			pauseErr: map[string]error{fakeContainers["own2"].ID: errors.New("cgroup gone")},
+			wantMsg:  "pausing the job's container",
+			want:     []string{"pause bld", "unpause bld"},
+		},
+		"already stopped": {
+			binds:    []string{good},
+			pauseErr: map[string]error{fakeContainers["own2"].ID: ErrNotRunning},
+			want:     []string{"pause bld", "inspect own", "unpause bld"},
+		},
+		"engine cannot pause": {
+			binds:    []string{good},
+			noFreeze: true,
+			want:     []string{"inspect own"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			up := &startUpstream{
+				binds: tc.binds, pauseErr: tc.pauseErr,
+				// The target, its proxy, the build container and another
+				// container of the job run; "pause own" is the other one.
+				running: []string{fakeContainers["build"].ID, fakeContainers["own2"].ID, fakeContainers["own"].ID, fakeContainers["proxy"].ID},
+			}
+			// The first inspection is the ownership check.
+			tc.want = append([]string{"inspect own"}, tc.want...)
+			f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, NoFreeze: tc.noFreeze}, up)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("POST", "/v1.41/containers/own/start", nil)
+			release, err := f.CheckHold(context.Background(), req)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("got %v, want the start forwarded", err)
+				}
+				release()
+			} else if err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("got %v, want a refusal containing %q", err, tc.wantMsg)
+			}
+			if !slices.Equal(up.events, tc.want) {
+				t.Errorf("got %q, want %q", up.events, tc.want)
+			}
+			// The lock is free again.
+			if !f.startMu.TryLock() {
+				t.Fatal("the start lock is still held")
+			}
+			f.startMu.Unlock()
+		})
+	}
+}
+
+func TestArchiveUploadWaitsForAStart(t *testing.T) {
+	dir := testBuildsDir(t)
+	f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels}, &startUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := httptest.NewRequest("POST", "/v1.41/containers/own/start", nil)
+	release, err := f.CheckHold(context.Background(), start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		put := httptest.NewRequest("PUT", "/v1.41/containers/own/archive?path=/tmp", strings.NewReader("tar"))
+		put.Header.Set("Content-Type", "application/x-tar")
+		rel, err := f.CheckHold(context.Background(), put)
+		if err == nil {
+			rel()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the upload was checked (%v) while a start held the lock", err)
+	default:
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("got %v, want the upload forwarded after the start", err)
+	}
+}
