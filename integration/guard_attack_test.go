@@ -6,11 +6,17 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	"github.com/containers/podman/v5/pkg/bindings/images"
+
+	"github.com/berthci/berth/backends"
 )
 
 // hostSecretDir makes a host directory outside every builds dir, readable
@@ -128,4 +134,127 @@ func TestGuardBindSourceSwapRace(t *testing.T) {
 		t.Errorf("the host marker changed: %q, %v", got, err)
 	}
 	e.assertNoResources()
+}
+
+// containerImageAndHealth is the image id and the HEALTHCHECK test of a
+// job's container of a role, as the engine of backend reports them.
+func containerImageAndHealth(t *testing.T, backend, runnerName string, jobID int64, role string) (imageID string, health []string) {
+	t.Helper()
+	ctx := context.Background()
+	if backend != "podman" {
+		c := dockerJobContainers(t, runnerName, jobID, role)[0]
+		info, err := dockerCli.ContainerInspect(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.Healthcheck != nil {
+			health = info.Config.Healthcheck.Test
+		}
+		return info.Image, health
+	}
+	conn := requirePodman(t)
+	list, err := containers.List(conn, new(containers.ListOptions).WithAll(true).WithFilters(map[string][]string{"label": {
+		fmt.Sprintf("%s=%d", backends.LabelJobID, jobID)}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.Labels[backends.LabelRunner] != runnerName || c.Labels[backends.LabelRole] != role {
+			continue
+		}
+		data, err := containers.Inspect(conn, c.ID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data.Config != nil && data.Config.Healthcheck != nil {
+			health = data.Config.Healthcheck.Test
+		}
+		return data.Image, health
+	}
+	t.Fatalf("job %d has no %s container in podman", jobID, role)
+	return "", nil
+}
+
+func engineImageID(t *testing.T, backend, ref string) string {
+	t.Helper()
+	if backend == "podman" {
+		data, err := images.GetImage(requirePodman(t), ref, nil)
+		if err != nil {
+			t.Fatalf("inspect %s in podman: %v", ref, err)
+		}
+		return strings.TrimPrefix(data.ID, "sha256:")
+	}
+	info, err := dockerCli.ImageInspect(context.Background(), ref)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", ref, err)
+	}
+	return strings.TrimPrefix(info.ID, "sha256:")
+}
+
+// TestGuardImageNamesCannotBeMoved replays the image hijack: a job tags,
+// builds and loads an image over the name of berth's helper image (which
+// the guard and helper containers of every later job run from), and tries
+// to remove it. The guard refuses each, the helper name still points at
+// the genuine image, and the next job, of another project, runs its guard
+// and helper containers from the genuine image's id with its HEALTHCHECK
+// off.
+func TestGuardImageNamesCannotBeMoved(t *testing.T) {
+	for _, backend := range []string{"socket", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			var e *env
+			if backend == "podman" {
+				e = newPodmanEnv(t, options{})
+			} else {
+				e = newEnv(t, options{})
+			}
+			genuine := engineImageID(t, backend, helperImage)
+			a := e.job(271)
+			own := fmt.Sprintf("berth-it-own-%d:1", a.ID)
+			if backend == "podman" {
+				t.Cleanup(func() { removePodmanImage(t, requirePodman(t), "localhost/"+own) })
+			} else {
+				t.Cleanup(func() { removeImage(t, own) })
+			}
+			a.Script = []string{
+				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
+				`step=tag res docker tag ` + busyboxImage + ` ` + helperImage,
+				`printf 'FROM ` + busyboxImage + `\nRUN echo evil > /evil\n' > Dockerfile`,
+				`step=build DOCKER_BUILDKIT=0 res docker build -q -t ` + helperImage + ` .`,
+				`step=rmi res docker rmi -f ` + helperImage,
+				// a new name of its own, saved, and loaded again under the
+				// helper's name
+				`step=own-tag res docker tag ` + busyboxImage + ` ` + own,
+				`docker save -o /tmp/own.tar ` + own + ` && mkdir -p /tmp/x && tar -C /tmp/x -xf /tmp/own.tar && rm -f /tmp/x/repositories`,
+				`sed -i 's|"RepoTags":\[[^]]*\]|"RepoTags":["` + helperImage + `"]|' /tmp/x/manifest.json && grep -o '"RepoTags":[^]]*]' /tmp/x/manifest.json`,
+				`tar -C /tmp/x -cf /tmp/evil.tar . && step=load res docker load -i /tmp/evil.tar`,
+			}
+			res := e.run(a)
+			requireSuccess(t, res)
+			out, _ := res.Stage("build_script")
+			for _, want := range []string{"RESULT tag refused", "RESULT build refused", "RESULT rmi refused", "RESULT own-tag allowed", "RESULT load refused",
+				`image name "` + helperImage + `" is taken`, "may remove only images its project built"} {
+				if !strings.Contains(out.Output, want) {
+					t.Errorf("job A's build_script lacks %q:\n%s", want, out.Output)
+				}
+			}
+			if got := engineImageID(t, backend, helperImage); got != genuine {
+				t.Fatalf("after job A, %s is %s, want the genuine %s", helperImage, got, genuine)
+			}
+
+			b := e.job(272)
+			b.Script = []string{"docker version --format '{{.Server.Version}}'"}
+			s := preparedSession(t, e, b)
+			for _, role := range []string{"helper", "docker-proxy"} {
+				id, health := containerImageAndHealth(t, backend, e.runner, b.ID, role)
+				if strings.TrimPrefix(id, "sha256:") != genuine {
+					t.Errorf("job B's %s container runs image %s, want the genuine helper %s", role, id, genuine)
+				}
+				if len(health) != 1 || health[0] != "NONE" {
+					t.Errorf("job B's %s container has healthcheck %q, want [NONE]", role, health)
+				}
+			}
+			mustRunStage(t, s, "build_script")
+		})
+	}
 }

@@ -46,7 +46,8 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 	if err != nil {
 		return err
 	}
-	if _, err := engine.EnsureImage(ctx, job, dcfg.Image, dcfg.PullPolicy); err != nil {
+	sidecarImage, err := engine.EnsureImage(ctx, job, dcfg.Image, dcfg.PullPolicy)
+	if err != nil {
 		return err
 	}
 	if p.tls {
@@ -59,7 +60,7 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 	}
 	netName := dockerengine.NetworkName(job)
 
-	dnsIP, err := b.startDNSForwarder(ctx, job, netName)
+	dnsIP, err := b.startDNSForwarder(ctx, job, netName, sidecarImage.ID)
 	if err != nil {
 		return err
 	}
@@ -85,11 +86,14 @@ func (b *Backend) startSidecar(ctx context.Context, job *backends.Job, p *plan) 
 	for _, r := range dcfg.InsecureRegistries {
 		cmd = append(cmd, "--insecure-registry="+r)
 	}
+	// By the id just resolved, never a name a job could move since, and
+	// without the image's HEALTHCHECK.
 	ccfg := &container.Config{
-		Image:  dcfg.Image,
-		Cmd:    cmd,
-		Labels: job.Labels(roleSidecar),
-		Env:    []string{"DOCKER_TLS_CERTDIR="},
+		Image:       sidecarImage.ID,
+		Healthcheck: dockerengine.NoHealthcheck,
+		Cmd:         cmd,
+		Labels:      job.Labels(roleSidecar),
+		Env:         []string{"DOCKER_TLS_CERTDIR="},
 	}
 	if p.override != nil {
 		ccfg.Entrypoint, ccfg.Cmd = p.override.Entrypoint, p.override.Command
@@ -134,17 +138,18 @@ func port(p *plan) int {
 
 // startDNSForwarder runs berth's own binary as a DNS relay to Docker's
 // embedded resolver on the job network, and returns its address.
-func (b *Backend) startDNSForwarder(ctx context.Context, job *backends.Job, netName string) (string, error) {
+func (b *Backend) startDNSForwarder(ctx context.Context, job *backends.Job, netName, imageID string) (string, error) {
 	self, err := backends.SelfBinary(b.RelayBinary, b.cfg.Docker.BerthBinary, "the DinD DNS relay")
 	if err != nil {
 		return "", err
 	}
 	readOnly := true
 	created, err := b.cli.ContainerCreate(ctx, &container.Config{
-		Image:      b.cfg.Dind.Image,
-		Entrypoint: []string{"/berth"},
-		Cmd:        []string{"dns-forward", "--listen", ":53", "--upstream", "127.0.0.11:53"},
-		Labels:     job.Labels(roleDNS),
+		Image:       imageID,
+		Healthcheck: dockerengine.NoHealthcheck,
+		Entrypoint:  []string{"/berth"},
+		Cmd:         []string{"dns-forward", "--listen", ":53", "--upstream", "127.0.0.11:53"},
+		Labels:      job.Labels(roleDNS),
 	}, &container.HostConfig{
 		NetworkMode:    container.NetworkMode(netName),
 		Binds:          []string{self + ":/berth:ro"},

@@ -159,3 +159,7 @@ func selectorFilter(job *backends.Job) filters.Args {
 	}
 	return args
 }
+
+// NoHealthcheck turns off an image's HEALTHCHECK in berth's own
+// containers: the engine would run it inside them, with their mounts.
+var NoHealthcheck = &container.HealthConfig{Test: []string{"NONE"}}

@@ -161,6 +161,11 @@ func (e *Engine) createStageContainer(ctx context.Context, job *backends.Job, ro
 		AttachStdout: true,
 		AttachStderr: true,
 	}
+	if inspect, ok := images[img]; ok && role == RoleHelper {
+		// berth's own helper: by the id resolved at this prepare, never a
+		// name a job could move since, and without the image's HEALTHCHECK.
+		cfg.Image, cfg.Healthcheck = inspect.ID, NoHealthcheck
+	}
 	if mode == backends.StageModeExec {
 		// The keepalive's stdin stays open and unattached: it idles on it
 		// when the image has no sleep.

@@ -75,6 +75,9 @@ type Upstream interface {
 	Volume(ctx context.Context, name string) (Object, error)
 	// ExecContainer returns the id of the container an exec instance runs in.
 	ExecContainer(ctx context.Context, execID string) (string, error)
+	// Image returns an image's id and labels, looked up by reference as
+	// the engine resolves it.
+	Image(ctx context.Context, ref string) (Object, error)
 	// RunningContainers returns the ids of the running (not paused)
 	// containers that carry every label of selector.
 	RunningContainers(ctx context.Context, selector map[string]string) ([]string, error)
@@ -125,6 +128,9 @@ type Config struct {
 	// bind source for a symlink in the moment between the guard's check and
 	// the engine's mount can still win.
 	NoFreeze bool
+	// SpoolDir holds image archives while their names are checked (empty:
+	// the system's temporary directory).
+	SpoolDir string
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -146,10 +152,16 @@ type Filter struct {
 	selector  map[string]string
 	network   string
 	noFreeze  bool
+	spoolDir  string
 
 	// startMu: a start holds it exclusively from its check until the
 	// engine answered; archive uploads hold it shared.
 	startMu sync.RWMutex
+
+	// givenNames are the image names this job gave that were new then,
+	// which it may move and remove (see images.go).
+	namesMu    sync.Mutex
+	givenNames map[string]bool
 }
 
 // NewFilter returns the filter for a job.
@@ -176,7 +188,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir}, nil
 }
 
 var versionPrefix = regexp.MustCompile(`^/v([0-9]{1,4})\.([0-9]{1,4})(/.*)$`)
@@ -227,7 +239,7 @@ func (r *request) check() error {
 		return refuse("malformed query string: %v", err)
 	}
 	for k, vs := range query {
-		if len(vs) > 1 && k != "t" {
+		if len(vs) > 1 && k != "t" && k != "names" {
 			return refuse("query parameter %q is repeated", k)
 		}
 	}
@@ -751,50 +763,6 @@ func (r *request) exec(segs []string) error {
 	return r.noBody()
 }
 
-// images are shared host state: the job may pull, build, tag, push, list,
-// inspect and remove them as with the plain socket.
-func (r *request) images(segs []string) error {
-	m := r.Method
-	if len(segs) == 2 {
-		switch {
-		case segs[1] == "json" && m == http.MethodGet, segs[1] == "search" && m == http.MethodGet,
-			segs[1] == "get" && m == http.MethodGet:
-			return r.noBody()
-		case segs[1] == "create" && m == http.MethodPost:
-			if r.query.Get("fromSrc") != "" {
-				return refuse("image import (fromSrc) is not allowed; pull with fromImage")
-			}
-			if r.query.Get("fromImage") == "" {
-				return refuse("image create needs fromImage")
-			}
-			if err := r.allowQuery("fromImage", "tag", "platform", "repo"); err != nil {
-				return err
-			}
-			return r.noBody()
-		case segs[1] == "load" && m == http.MethodPost:
-			return r.tarBody()
-		case segs[1] == "prune":
-			return refuse("image prune is not allowed")
-		}
-	}
-	if len(segs) < 2 {
-		return r.notAllowed()
-	}
-	if m == http.MethodDelete {
-		return r.noBody()
-	}
-	if len(segs) < 3 {
-		return r.notAllowed()
-	}
-	switch last := segs[len(segs)-1]; {
-	case (last == "json" || last == "history" || last == "get") && m == http.MethodGet:
-		return r.noBody()
-	case (last == "push" || last == "tag") && m == http.MethodPost:
-		return r.noBody()
-	}
-	return r.notAllowed()
-}
-
 // buildQuery lists the classic builder's parameters.
 var buildQuery = []string{"t", "q", "remote", "nocache", "rm", "forcerm", "pull", "squash", "isolation",
 	"cpusetcpus", "networkmode", "cpusetmems", "cpushares", "cpuquota", "cpuperiod", "memory", "memswap",
@@ -832,6 +800,11 @@ func (r *request) build() error {
 		return err
 	}
 	r.query.Set("labels", string(data))
+	for _, name := range r.query["t"] {
+		if err := r.imageTarget(name); err != nil {
+			return err
+		}
+	}
 	return r.tarBody()
 }
 
@@ -983,6 +956,9 @@ func (r *request) createContainer() error {
 		req.Config = &container.Config{}
 	}
 	req.Config.Labels = r.f.withLabels(req.Config.Labels)
+	if err := r.imageSource(req.Config.Image); err != nil {
+		return err
+	}
 	if req.HostConfig != nil {
 		if err := r.checkHostConfig(req.HostConfig); err != nil {
 			return err

@@ -24,7 +24,7 @@ import (
 var (
 	jobLabels = map[string]string{
 		backends.LabelRunner: "r1", backends.LabelJobID: "7", backends.LabelRole: RoleJobCreated,
-		backends.LabelProject: "g/p",
+		backends.LabelProject: "g/p", backends.LabelProjectID: "3",
 	}
 	otherJob = map[string]string{backends.LabelRunner: "r1", backends.LabelJobID: "8", backends.LabelRole: RoleJobCreated}
 	buildCtr = map[string]string{backends.LabelRunner: "r1", backends.LabelJobID: "7", backends.LabelRole: "build"}
@@ -91,6 +91,26 @@ func (fakeUpstream) ExecContainer(_ context.Context, id string) (string, error) 
 		return "foreign", nil
 	}
 	return "", ErrNotFound
+}
+
+var fakeImages = map[string]Object{
+	"busybox":                  {ID: "sha256:shared"},
+	"busybox:latest":           {ID: "sha256:shared"},
+	"127.0.0.1:5000/a/b:1":     {ID: "sha256:shared2"},
+	"berth-test/helper:latest": {ID: "sha256:helper"},
+	"ownbuilt:1":               {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
+	"foreignbuilt:1":           {ID: "sha256:foreign", Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
+	"otherrunner:1":            {ID: "sha256:foreign2", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r2", backends.LabelRole: RoleJobCreated}},
+}
+
+func (fakeUpstream) Image(_ context.Context, ref string) (Object, error) {
+	if obj, ok := fakeImages[ref]; ok {
+		return obj, nil
+	}
+	if ref == "brokenimage" {
+		return Object{}, errors.New("daemon gone")
+	}
+	return Object{}, ErrNotFound
 }
 
 func (fakeUpstream) RunningContainers(context.Context, map[string]string) ([]string, error) {
@@ -187,7 +207,7 @@ var filterCases = map[string]filterCase{
 	"push":                      {method: "POST", target: "/v1.41/images/127.0.0.1:5000/a/b/push?tag=1"},
 	"tag":                       {method: "POST", target: "/v1.41/images/busybox/tag?repo=x&tag=1"},
 	"image inspect":             {method: "GET", target: "/v1.41/images/127.0.0.1:5000/a/b:1/json"},
-	"image remove":              {method: "DELETE", target: "/v1.41/images/127.0.0.1:5000/a/b:1"},
+	"image remove":              {method: "DELETE", target: "/v1.41/images/ownbuilt:1"},
 	"images list":               {method: "GET", target: "/v1.41/images/json"},
 	"network create":            {method: "POST", target: "/v1.41/networks/create", contentType: ct, body: `{"Name":"n","Driver":"bridge","Labels":{"a":"b"}}`},
 	"network connect":           {method: "POST", target: "/v1.41/networks/ownnet/connect", contentType: ct, body: `{"Container":"own"}`},
@@ -198,6 +218,28 @@ var filterCases = map[string]filterCase{
 	"volume list":               {method: "GET", target: "/v1.41/volumes?filters=%7B%22dangling%22%3A%7B%22true%22%3Atrue%7D%7D"},
 	"unversioned create":        {method: "POST", target: "/containers/create", contentType: ct, body: `{"Image":"busybox"}`},
 	"berth labels are stripped": {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","Labels":{"berth.job.id":"99","BERTH.runner":"x","keep":"1"}}`},
+
+	// Image names: new ones and the project's own may be given; shared
+	// and other projects' may not be moved, and other projects' images not
+	// used at all.
+	"tag to a new name":          {method: "POST", target: "/v1.41/images/busybox/tag?repo=mine&tag=1"},
+	"tag own over own":           {method: "POST", target: "/v1.41/images/ownbuilt:1/tag?repo=ownbuilt&tag=1"},
+	"tag over berth's helper":    {method: "POST", target: "/v1.41/images/busybox/tag?repo=berth-test/helper&tag=latest", wantStatus: 403, wantMsg: `image name "berth-test/helper:latest" is taken`},
+	"tag over a pulled image":    {method: "POST", target: "/v1.41/images/ownbuilt:1/tag?repo=busybox", wantStatus: 403, wantMsg: "is taken"},
+	"tag a foreign image":        {method: "POST", target: "/v1.41/images/foreignbuilt:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
+	"tag another runner's image": {method: "POST", target: "/v1.41/images/otherrunner:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
+	"tag without repo":           {method: "POST", target: "/v1.41/images/busybox/tag", wantStatus: 403, wantMsg: "needs repo"},
+	"build over the helper":      {method: "POST", target: "/v1.41/build?t=ok:1&t=berth-test/helper:latest", contentType: "application/x-tar", body: "tar", wantStatus: 403, wantMsg: "is taken"},
+	"run a foreign image":        {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"foreignbuilt:1"}`, wantStatus: 403, wantMsg: "another project's job"},
+	"run an own image":           {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"ownbuilt:1"}`},
+	"inspect a foreign image":    {method: "GET", target: "/v1.41/images/foreignbuilt:1/json", wantStatus: 403, wantMsg: "another project's job"},
+	"history of a foreign image": {method: "GET", target: "/v1.41/images/foreignbuilt:1/history", wantStatus: 403, wantMsg: "another project's job"},
+	"save a foreign image":       {method: "GET", target: "/v1.41/images/get?names=busybox&names=foreignbuilt:1", wantStatus: 403, wantMsg: "another project's job"},
+	"push a foreign image":       {method: "POST", target: "/v1.41/images/foreignbuilt:1/push", wantStatus: 403, wantMsg: "another project's job"},
+	"remove the helper":          {method: "DELETE", target: "/v1.41/images/berth-test/helper:latest", wantStatus: 403, wantMsg: "may remove only images its project built"},
+	"remove a foreign image":     {method: "DELETE", target: "/v1.41/images/foreignbuilt:1", wantStatus: 403, wantMsg: "may remove only"},
+	"remove an own image":        {method: "DELETE", target: "/v1.41/images/ownbuilt:1"},
+	"image lookup fails":         {method: "DELETE", target: "/v1.41/images/brokenimage", wantStatus: -1},
 
 	// Restart policies would let the engine start a container unchecked.
 	"create restart always":     {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"always"}}`), wantStatus: 403, wantMsg: "restart policy"},

@@ -90,6 +90,9 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 		cfg.NoFreeze = true
 		log("WARNING: %s, so a start is checked without pausing the job's other containers: a job that swaps a bind source for a symlink at that moment can still win the race", why)
 	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = filepath.Dir(listen)
+	}
 	f, err := NewFilter(cfg, clientUpstream{cli})
 	if err != nil {
 		return err
@@ -163,6 +166,21 @@ func (c clientUpstream) Container(ctx context.Context, ref string) (Object, erro
 				obj.Binds = append(obj.Binds, m.Source)
 			}
 		}
+	}
+	return obj, nil
+}
+
+func (c clientUpstream) Image(ctx context.Context, ref string) (Object, error) {
+	if ref == "" || strings.ContainsAny(ref, "?#%\x00") {
+		return Object{}, fmt.Errorf("%w: invalid image reference %q", ErrNotFound, ref)
+	}
+	info, err := c.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return Object{}, notFoundErr(err)
+	}
+	obj := Object{ID: info.ID}
+	if info.Config != nil {
+		obj.Labels = info.Config.Labels
 	}
 	return obj, nil
 }

@@ -197,6 +197,11 @@ func (b *Backend) createStageContainer(ctx context.Context, job *backends.Job, r
 	}
 	mode := backends.StageMode(b.cfg.StageMode, len(b.limits.Ulimits) > 0, entrypoint, imageEntrypoint)
 	s := b.containerSpec(job, name, img, role, nil)
+	if report := images[img]; report != nil && role == roleHelper {
+		// berth's own helper: by the id resolved at this prepare, never a
+		// name a job could move since, and without the image's HEALTHCHECK.
+		s.Image, s.HealthConfig = report.ID, noHealthcheck()
+	}
 	s.Labels[backends.LabelStageMode] = mode
 	s.Hostname = job.Name()
 	s.Entrypoint = entrypoint

@@ -12,6 +12,7 @@ import (
 	"github.com/containers/podman/v5/pkg/specgen"
 	"github.com/docker/go-units"
 	spec "github.com/opencontainers/runtime-spec/specs-go"
+	"go.podman.io/image/v5/manifest"
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/dockerproxy"
@@ -47,7 +48,8 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.ensureImage(ctx, job, b.cfg.HelperImage, []string{"if-not-present"}); err != nil {
+	report, err := b.ensureImage(ctx, job, b.cfg.HelperImage, []string{"if-not-present"})
+	if err != nil {
 		return fmt.Errorf("the guarded Podman socket's image: %w; set docker.helper_image in the berth config", err)
 	}
 	uid, gid := -1, -1
@@ -58,7 +60,10 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 		return err
 	}
 	name := dockerproxy.ContainerName(job)
-	s := specgen.NewSpecGenerator(b.cfg.HelperImage, false)
+	// By the id just resolved, never a name a job could move since, and
+	// without the image's HEALTHCHECK.
+	s := specgen.NewSpecGenerator(report.ID, false)
+	s.HealthConfig = noHealthcheck()
 	s.Name = name
 	s.Labels = job.Labels(dockerproxy.RoleProxy)
 	s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
@@ -90,6 +95,12 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 	}
 	b.log.Infof("Guarded Podman socket ready (set [podman] guard = false for the service's own socket)")
 	return nil
+}
+
+// noHealthcheck turns off an image's HEALTHCHECK in berth's own
+// containers: the engine would run it inside them, with their mounts.
+func noHealthcheck() *manifest.Schema2HealthConfig {
+	return &manifest.Schema2HealthConfig{Test: []string{"NONE"}}
 }
 
 // rlimits turns the admin's ulimits into the runtime's.

@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerengine"
 	"github.com/berthci/berth/backends/dockerproxy"
 )
 
@@ -26,7 +27,8 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 	if image == "" {
 		image = b.cfg.Docker.HelperImage
 	}
-	if _, err := b.EnsureImage(ctx, job, image, []string{"if-not-present"}); err != nil {
+	inspect, err := b.EnsureImage(ctx, job, image, []string{"if-not-present"})
+	if err != nil {
 		return fmt.Errorf("the guarded Docker socket's image: %w; set socket.proxy_image or docker.helper_image in the berth config", err)
 	}
 	if err := dockerproxy.MakeJobDir(job, -1, -1); err != nil {
@@ -52,11 +54,14 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 	api := b.API()
 	name := dockerproxy.ContainerName(job)
 	created, err := api.ContainerCreate(ctx, &container.Config{
-		Image:      image,
-		User:       user,
-		Entrypoint: []string{dockerproxy.BinaryPath},
-		Cmd:        dockerproxy.Command(job),
-		Labels:     job.Labels(dockerproxy.RoleProxy),
+		// By the id just resolved, never a name a job could move since,
+		// and without the image's HEALTHCHECK.
+		Image:       inspect.ID,
+		Healthcheck: dockerengine.NoHealthcheck,
+		User:        user,
+		Entrypoint:  []string{dockerproxy.BinaryPath},
+		Cmd:         dockerproxy.Command(job),
+		Labels:      job.Labels(dockerproxy.RoleProxy),
 	}, &container.HostConfig{
 		NetworkMode:    "none",
 		Binds:          binds,

@@ -1,0 +1,340 @@
+package dockerproxy
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/distribution/reference"
+
+	"github.com/berthci/berth/backends"
+)
+
+// Images are shared engine state, and a name is a pointer any job could
+// move. The guard keeps three kinds apart by the image a name points at:
+//   - own: built through a guard by a job of this project on this runner
+//     (the guard sets berth.project.id, berth.runner and berth.role on
+//     every build, over anything the Dockerfile says);
+//   - foreign: built by another project's job; it can hold that project's
+//     secrets, so the job may not use it at all;
+//   - shared: everything else (pulled, made by the admin, berth's own helper,
+//     proxy and DinD images).
+//
+// A job may use own and shared images, give new names, and move or delete
+// only names that point at its own project's images, or that it gave itself
+// (a name that was new when this job tagged, built, loaded or pulled it,
+// kept in the job's guard). A pull replaces a name with the registry's
+// content, as on the plain socket.
+
+// maxLoadManifest caps the size of the name-bearing files in a loaded
+// archive (manifest.json, repositories, index.json).
+const maxLoadManifest = 4 << 20
+
+type imageKind int
+
+const (
+	imageMissing imageKind = iota
+	imageShared
+	imageOwn
+	imageForeign
+)
+
+func (f *Filter) imageKind(labels map[string]string) imageKind {
+	project, ok := labels[backends.LabelProjectID]
+	if !ok || labels[backends.LabelRole] != RoleJobCreated {
+		return imageShared
+	}
+	if project == f.labels[backends.LabelProjectID] && labels[backends.LabelRunner] == f.labels[backends.LabelRunner] {
+		return imageOwn
+	}
+	return imageForeign
+}
+
+func (r *request) lookupImage(ref string) (imageKind, error) {
+	obj, err := r.f.up.Image(r.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return imageMissing, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up image %q: %w", ref, err)
+	}
+	return r.f.imageKind(obj.Labels), nil
+}
+
+// imageSource checks an image the job uses (runs, tags, inspects, saves,
+// pushes): any but another project's.
+func (r *request) imageSource(ref string) error {
+	if ref == "" {
+		return nil
+	}
+	kind, err := r.lookupImage(ref)
+	if err != nil {
+		return err
+	}
+	if kind == imageForeign {
+		return refuse("image %q was built by another project's job and may hold its secrets; pull or build your own", ref)
+	}
+	return nil
+}
+
+// imageTarget checks a name the job gives an image (tag, build -t, load):
+// a new name, one it gave itself, or one that points at an image of its own
+// project.
+func (r *request) imageTarget(name string) error {
+	if name == "" {
+		return nil
+	}
+	kind, err := r.lookupImage(name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case kind == imageMissing:
+		r.f.gaveName(name)
+		return nil
+	case kind == imageOwn || r.f.gave(name):
+		return nil
+	}
+	return refuse("image name %q is taken by an image this project's jobs did not build; a job may give new names and move only names of images its project built: choose another name", name)
+}
+
+// images routes /images requests.
+func (r *request) images(segs []string) error {
+	m := r.Method
+	if len(segs) == 2 {
+		switch {
+		case segs[1] == "json" && m == http.MethodGet, segs[1] == "search" && m == http.MethodGet:
+			return r.noBody()
+		case segs[1] == "get" && m == http.MethodGet:
+			for _, name := range r.query["names"] {
+				if err := r.imageSource(name); err != nil {
+					return err
+				}
+			}
+			return r.noBody()
+		case segs[1] == "create" && m == http.MethodPost:
+			if r.query.Get("fromSrc") != "" {
+				return refuse("image import (fromSrc) is not allowed; pull with fromImage")
+			}
+			if r.query.Get("fromImage") == "" {
+				return refuse("image create needs fromImage")
+			}
+			if err := r.allowQuery("fromImage", "tag", "platform", "repo"); err != nil {
+				return err
+			}
+			name := r.query.Get("fromImage")
+			if tag := r.query.Get("tag"); tag != "" && !strings.Contains(tag, ":") {
+				name += ":" + tag
+			} else if tag != "" {
+				name += "@" + tag
+			}
+			kind, err := r.lookupImage(name)
+			if err != nil {
+				return err
+			}
+			if kind == imageMissing {
+				r.f.gaveName(name)
+			}
+			return r.noBody()
+		case segs[1] == "load" && m == http.MethodPost:
+			if err := r.tarBody(); err != nil {
+				return err
+			}
+			return r.checkLoad()
+		case segs[1] == "prune":
+			return refuse("image prune is not allowed")
+		}
+	}
+	if len(segs) < 2 {
+		return r.notAllowed()
+	}
+	if m == http.MethodDelete {
+		if err := r.noBody(); err != nil {
+			return err
+		}
+		name := strings.Join(segs[1:], "/")
+		kind, err := r.lookupImage(name)
+		if err != nil {
+			return err
+		}
+		if kind != imageOwn && kind != imageMissing && !r.f.gave(name) {
+			return refuse("image %q was not built by this project's jobs; a job may remove only images its project built (berth removes what the job built at cleanup)", name)
+		}
+		return nil
+	}
+	if len(segs) < 3 {
+		return r.notAllowed()
+	}
+	name := strings.Join(segs[1:len(segs)-1], "/")
+	switch last := segs[len(segs)-1]; {
+	case (last == "json" || last == "history" || last == "get") && m == http.MethodGet:
+		if err := r.imageSource(name); err != nil {
+			return err
+		}
+		return r.noBody()
+	case last == "push" && m == http.MethodPost:
+		if err := r.imageSource(name); err != nil {
+			return err
+		}
+		return r.noBody()
+	case last == "tag" && m == http.MethodPost:
+		if err := r.imageSource(name); err != nil {
+			return err
+		}
+		repo := r.query.Get("repo")
+		if repo == "" {
+			return refuse("image tag needs repo")
+		}
+		target := repo
+		if tag := r.query.Get("tag"); tag != "" {
+			target += ":" + tag
+		}
+		if err := r.imageTarget(target); err != nil {
+			return err
+		}
+		return r.noBody()
+	}
+	return r.notAllowed()
+}
+
+// checkLoad reads a loaded archive before the engine sees any of it,
+// spooled to a file, and checks every name it would give: the engine tags
+// as it loads, so there is no checking afterwards.
+func (r *request) checkLoad() error {
+	if r.Body == nil || !r.hasBody() {
+		return nil
+	}
+	spool, err := os.CreateTemp(r.f.spoolDir, "load-*.tar")
+	if err != nil {
+		return fmt.Errorf("spool the image archive: %w", err)
+	}
+	os.Remove(spool.Name()) // the open file stays until closed
+	if _, err := io.Copy(spool, r.Body); err != nil {
+		spool.Close()
+		return fmt.Errorf("read the image archive: %w", err)
+	}
+	names, err := archiveNames(spool)
+	if err != nil {
+		spool.Close()
+		return refuse("POST %s: %v", r.URL.Path, err)
+	}
+	for _, name := range names {
+		if err := r.imageTarget(name); err != nil {
+			spool.Close()
+			return err
+		}
+	}
+	size, err := spool.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = spool.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		spool.Close()
+		return fmt.Errorf("rewind the image archive: %w", err)
+	}
+	r.Body = spool
+	r.ContentLength = size
+	r.TransferEncoding = nil
+	r.Header.Del("Transfer-Encoding")
+	r.Header.Set("Content-Length", fmt.Sprint(size))
+	r.hold(func() { spool.Close() })
+	return nil
+}
+
+// archiveNames lists the image names a docker-archive or OCI archive
+// gives: manifest.json's RepoTags, the legacy repositories file, and
+// index.json's name annotations.
+func archiveNames(f *os.File) ([]string, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return names, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the image archive is not a readable tar: %v", err)
+		}
+		name := strings.TrimPrefix(hdr.Name, "./")
+		if name != "manifest.json" && name != "repositories" && name != "index.json" {
+			continue
+		}
+		if hdr.Size > maxLoadManifest {
+			return nil, fmt.Errorf("the archive's %s of %d bytes is over the %d byte limit", name, hdr.Size, maxLoadManifest)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("read the archive's %s: %v", name, err)
+		}
+		switch name {
+		case "manifest.json":
+			var manifest []struct{ RepoTags []string }
+			if err := json.Unmarshal(data, &manifest); err != nil {
+				return nil, fmt.Errorf("the archive's manifest.json: %v", err)
+			}
+			for _, m := range manifest {
+				names = append(names, m.RepoTags...)
+			}
+		case "repositories":
+			var repos map[string]map[string]string
+			if err := json.Unmarshal(data, &repos); err != nil {
+				return nil, fmt.Errorf("the archive's repositories file: %v", err)
+			}
+			for repo, tags := range repos {
+				for tag := range tags {
+					names = append(names, repo+":"+tag)
+				}
+			}
+		case "index.json":
+			var index struct {
+				Manifests []struct{ Annotations map[string]string }
+			}
+			if err := json.Unmarshal(data, &index); err != nil {
+				return nil, fmt.Errorf("the archive's index.json: %v", err)
+			}
+			for _, m := range index.Manifests {
+				for _, k := range []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"} {
+					if v := m.Annotations[k]; v != "" {
+						names = append(names, v)
+					}
+				}
+			}
+		}
+	}
+}
+
+// nameKey is the form of an image name the job's given names are kept in:
+// the normalised reference (docker.io/library/busybox:latest for busybox),
+// or the name itself where it does not parse.
+func nameKey(name string) string {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return name
+	}
+	return reference.TagNameOnly(named).String()
+}
+
+// gaveName records that the job gave an image name that was new.
+func (f *Filter) gaveName(name string) {
+	f.namesMu.Lock()
+	defer f.namesMu.Unlock()
+	if f.givenNames == nil {
+		f.givenNames = map[string]bool{}
+	}
+	f.givenNames[nameKey(name)] = true
+}
+
+// gave reports whether the job gave name itself.
+func (f *Filter) gave(name string) bool {
+	f.namesMu.Lock()
+	defer f.namesMu.Unlock()
+	return f.givenNames[nameKey(name)]
+}

@@ -1,0 +1,116 @@
+package dockerproxy
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// imageArchive is a docker-archive-shaped tar whose manifest.json gives
+// tags, plus a layer-sized entry.
+func imageArchive(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, content := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestLoadIsCheckedAgainstTheNamesInTheArchive(t *testing.T) {
+	layer := strings.Repeat("x", 64<<10)
+	tests := map[string]struct {
+		files   map[string]string
+		wantMsg string
+	}{
+		"new names": {files: map[string]string{"layer.tar": layer, "manifest.json": `[{"Config":"c.json","RepoTags":["mine:1","ownbuilt:1"],"Layers":["layer.tar"]}]`}},
+		"over berth's helper": {files: map[string]string{"layer.tar": layer, "manifest.json": `[{"RepoTags":["mine:1","berth-test/helper:latest"]}]`},
+			wantMsg: `"berth-test/helper:latest" is taken`},
+		"legacy repositories file": {files: map[string]string{"repositories": `{"busybox":{"latest":"abc"}}`},
+			wantMsg: `"busybox:latest" is taken`},
+		"oci index annotation": {files: map[string]string{"index.json": `{"manifests":[{"annotations":{"io.containerd.image.name":"foreignbuilt:1"}}]}`},
+			wantMsg: "is taken"},
+		"not a tar":       {files: nil, wantMsg: "not a readable tar"},
+		"bad manifest":    {files: map[string]string{"manifest.json": `{`}, wantMsg: "manifest.json"},
+		"no names at all": {files: map[string]string{"layer.tar": layer}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := testBuildsDir(t)
+			f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, SpoolDir: t.TempDir()}, fakeUpstream{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := []byte("this is not a tar archive, but long enough to fail the header check....................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................")
+			if tc.files != nil {
+				body = imageArchive(t, tc.files)
+			}
+			req := httptest.NewRequest("POST", "/v1.41/images/load?quiet=1", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/x-tar")
+			req.ContentLength = -1
+			req.TransferEncoding = []string{"chunked"}
+			release, err := f.CheckHold(context.Background(), req)
+			if tc.wantMsg != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("got %v, want a refusal containing %q", err, tc.wantMsg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v, want the load forwarded", err)
+			}
+			defer release()
+			got, err := io.ReadAll(req.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, body) || req.ContentLength != int64(len(body)) {
+				t.Errorf("got a body of %d bytes (Content-Length %d), want the archive's %d unchanged", len(got), req.ContentLength, len(body))
+			}
+		})
+	}
+}
+
+func TestAJobMayRemoveNamesItGave(t *testing.T) {
+	f := newTestFilter(t, testBuildsDir(t))
+	check := func(method, target string) error {
+		t.Helper()
+		return f.Check(context.Background(), httptest.NewRequest(method, target, nil))
+	}
+	if err := check("DELETE", "/v1.41/images/mine:1"); err != nil {
+		t.Fatalf("remove a missing name: got %v, want it forwarded (the engine answers 404)", err)
+	}
+	fakeName := "127.0.0.1:5000/a/b:1" // a shared image in the fake engine
+	if err := check("DELETE", "/v1.41/images/"+fakeName); err == nil {
+		t.Fatal("removing a shared name the job did not give was forwarded")
+	}
+	f.gaveName(fakeName)
+	if err := check("DELETE", "/v1.41/images/"+fakeName); err != nil {
+		t.Fatalf("got %v, want a name the job gave removable", err)
+	}
+	if err := check("POST", "/v1.41/images/busybox/tag?repo=127.0.0.1:5000/a/b&tag=1"); err != nil {
+		t.Fatalf("got %v, want a name the job gave movable", err)
+	}
+	if err := check("POST", "/v1.41/images/create?fromImage=newly/pulled&tag=2"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.gave("docker.io/newly/pulled:2") {
+		t.Error("a pull of a new name did not record it as given, in its normalised form")
+	}
+	if f.gave("busybox") {
+		t.Error("a shared name counts as given")
+	}
+}
