@@ -15,6 +15,9 @@ import (
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/images"
+	"github.com/containers/podman/v5/pkg/bindings/volumes"
+	entities "github.com/containers/podman/v5/pkg/domain/entities/types"
+	"github.com/docker/docker/api/types/volume"
 
 	"github.com/berthci/berth/backends"
 )
@@ -255,6 +258,140 @@ func TestGuardImageNamesCannotBeMoved(t *testing.T) {
 				}
 			}
 			mustRunStage(t, s, "build_script")
+		})
+	}
+}
+
+// foreignVolume makes a volume in backend's engine labelled as another
+// job's of the same runner, and returns its name.
+func foreignVolume(t *testing.T, backend, runnerName string) string {
+	t.Helper()
+	name := fmt.Sprintf("berth-it-foreign-vol-%d", os.Getpid())
+	// Another runner's: Podman 4.3 ORs label filters, so any one label in
+	// common would list it.
+	labels := map[string]string{backends.LabelRunner: runnerName + "-other", backends.LabelJobID: "999", backends.LabelRole: "job-created"}
+	ctx := context.Background()
+	if backend == "podman" {
+		conn := requirePodman(t)
+		if _, err := volumes.Create(conn, entities.VolumeCreateOptions{Name: name, Labels: labels}, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = volumes.Remove(conn, name, new(volumes.RemoveOptions).WithForce(true)) })
+		return name
+	}
+	if _, err := dockerCli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: labels}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dockerCli.VolumeRemove(context.Background(), name, true) })
+	return name
+}
+
+func engineVolumeLabels(t *testing.T, backend, name string) map[string]string {
+	t.Helper()
+	if backend == "podman" {
+		data, err := volumes.Inspect(requirePodman(t), name, nil)
+		if err != nil {
+			t.Fatalf("inspect volume %s: %v", name, err)
+		}
+		return data.Labels
+	}
+	data, err := dockerCli.VolumeInspect(context.Background(), name)
+	if err != nil {
+		t.Fatalf("inspect volume %s: %v", name, err)
+	}
+	return data.Labels
+}
+
+func engineHasVolume(t *testing.T, backend, name string) bool {
+	t.Helper()
+	if backend == "podman" {
+		ok, err := volumes.Exists(requirePodman(t), name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	_, err := dockerCli.VolumeInspect(context.Background(), name)
+	return err == nil
+}
+
+// TestGuardNamesLabelsAndVolumes replays the attacks on shared names and
+// labels: a job takes names a later job's prepare would use, puts berth's
+// labels of its choosing on a volume through a mount (which berth gc
+// trusted), leaves an anonymous volume behind by removing its container
+// without -v, and lists volumes hoping to see another job's (Podman 4.3
+// ORs label filters). Each is refused or neutralised, on socket and podman.
+func TestGuardNamesLabelsAndVolumes(t *testing.T) {
+	for _, backend := range []string{"socket", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			var e *env
+			if backend == "podman" {
+				e = newPodmanEnv(t, options{})
+			} else {
+				e = newEnv(t, options{})
+			}
+			foreign := foreignVolume(t, backend, e.runner)
+			job := e.job(281)
+			next := backends.JobName(e.runner, job.ID+1)
+			job.Script = []string{
+				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
+				`step=squat-volume res docker volume create ` + next + `-vol-0`,
+				`step=squat-network res docker network create ` + next,
+				`step=squat-container res docker create --name ` + next + `-build ` + busyboxImage,
+				// berth's labels of the job's choosing on a volume a mount makes
+				`docker create --name "lbl-$CI_JOB_ID" --mount type=volume,dst=/v,volume-label=berth.job.id=1,volume-label=berth.created=2000-01-01T00:00:00Z,volume-label=mine=1 ` + busyboxImage,
+				`echo "LBLVOL $(docker inspect -f '{{range .Mounts}}{{.Name}}{{end}}' "lbl-$CI_JOB_ID")"`,
+				// an anonymous volume, its container removed without -v
+				`docker create --name "anon-$CI_JOB_ID" -v /data ` + busyboxImage + ` && echo "ANONVOL $(docker inspect -f '{{range .Mounts}}{{.Name}}{{end}}' "anon-$CI_JOB_ID")" && docker rm "anon-$CI_JOB_ID"`,
+				`docker volume create "own-$CI_JOB_ID" >/dev/null; echo VOLS-BEGIN; docker volume ls -q; echo VOLS-END`,
+			}
+			// The checks of the engine's volumes run before cleanup.
+			s := preparedSession(t, e, job)
+			output := mustRunStage(t, s, "build_script")
+			out := struct{ Output string }{output}
+			for _, want := range []string{"RESULT squat-volume refused", "RESULT squat-network refused", "RESULT squat-container refused",
+				`names starting with "berth-" are berth's own`} {
+				if !strings.Contains(out.Output, want) {
+					t.Errorf("build_script lacks %q:\n%s", want, out.Output)
+				}
+			}
+			for _, line := range strings.Split(out.Output, "\n") {
+				name, ok := strings.CutPrefix(strings.TrimSpace(line), "LBLVOL ")
+				if !ok || name == "" {
+					continue
+				}
+				// Docker labels the volume as the job's; Podman's Docker
+				// API drops mount volume labels. Never the job's forgery.
+				labels := engineVolumeLabels(t, backend, name)
+				if labels[backends.LabelCreated] == "2000-01-01T00:00:00Z" || (labels[backends.LabelJobID] != "" && labels[backends.LabelJobID] != fmt.Sprint(job.ID)) {
+					t.Errorf("volume %s that a mount made has the job's forged labels %v", name, labels)
+				}
+				if backend == "socket" && labels[backends.LabelJobID] != fmt.Sprint(job.ID) {
+					t.Errorf("volume %s that a mount made has labels %v, want the job's", name, labels)
+				}
+			}
+			listed := out.Output[strings.Index(out.Output, "VOLS-BEGIN"):]
+			if strings.Contains(listed, foreign) {
+				t.Errorf("the job's docker volume ls shows another job's volume %s:\n%s", foreign, listed)
+			}
+			if !strings.Contains(listed, fmt.Sprintf("own-%d", job.ID)) {
+				t.Errorf("the job's docker volume ls lacks its own volume:\n%s", listed)
+			}
+			for _, line := range strings.Split(out.Output, "\n") {
+				if name, ok := strings.CutPrefix(strings.TrimSpace(line), "ANONVOL "); ok && name != "" {
+					if engineHasVolume(t, backend, name) {
+						t.Errorf("the anonymous volume %s outlived its container's removal", name)
+					}
+				}
+			}
+			if r := s.Cleanup(context.Background()); r.ExitCode != 0 {
+				t.Errorf("cleanup: exit %d\n%s", r.ExitCode, r.Output)
+			}
+			if !engineHasVolume(t, backend, foreign) {
+				t.Errorf("another job's volume %s is gone", foreign)
+			}
+			e.assertNoResources()
 		})
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"github.com/berthci/berth/backends"
@@ -192,8 +191,8 @@ func (b *Backend) dataVolume(ctx context.Context, job *backends.Job, p *plan) (s
 				backends.LabelRunner: job.Runner, backends.LabelProjectID: strconv.FormatInt(job.ProjectID, 10),
 				backends.LabelProject: job.ProjectPath, backends.LabelRole: roleCache, backends.LabelBackend: Name,
 			}
-			if _, err := b.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: labels}); err != nil {
-				return "", fmt.Errorf("create the DinD layer cache volume: %w", err)
+			if err := dockerengine.CreateVolume(ctx, b.cli, name, labels, backends.LabelRunner, backends.LabelProjectID, backends.LabelRole); err != nil {
+				return "", fmt.Errorf("the DinD layer cache: %w", err)
 			}
 			b.log.Infof("Using the project's DinD layer cache (volume %s)", name)
 			return name, nil
@@ -204,8 +203,9 @@ func (b *Backend) dataVolume(ctx context.Context, job *backends.Job, p *plan) (s
 		}
 	}
 	name := job.Name() + "-dind-data"
-	if _, err := b.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: job.Labels("dind-data")}); err != nil {
-		return "", fmt.Errorf("create the DinD data volume: %w", err)
+	labels := job.Labels("dind-data")
+	if err := dockerengine.CreateVolume(ctx, b.cli, name, labels, backends.LabelRunner, backends.LabelJobID, backends.LabelRole, backends.LabelCreated); err != nil {
+		return "", fmt.Errorf("the DinD data volume: %w", err)
 	}
 	return name, nil
 }

@@ -102,8 +102,9 @@ func (e *Engine) createVolumes(ctx context.Context, job *backends.Job) ([]string
 		source := m.Source
 		if source == "" {
 			source = volumeName(job, i)
-			if _, err := e.api.VolumeCreate(ctx, volume.CreateOptions{Name: source, Labels: job.Labels(RoleVolume)}); err != nil {
-				return nil, fmt.Errorf("create job volume %q: %w", source, err)
+			labels := job.Labels(RoleVolume)
+			if err := CreateVolume(ctx, e.api, source, labels, backends.LabelRunner, backends.LabelJobID, backends.LabelRole, backends.LabelCreated); err != nil {
+				return nil, err
 			}
 		}
 		bind := source + ":" + m.Target
@@ -232,4 +233,23 @@ func ApplySecurityOpt(hc *container.HostConfig, opts []string) {
 		}
 		hc.SecurityOpt = append(hc.SecurityOpt, o)
 	}
+}
+
+// CreateVolume creates a volume berth names. Docker answers a create of an
+// existing name with that volume, as if it had made it, so an existing
+// volume is taken only when it carries labels' values for every key of
+// match: else someone made it to be adopted (and shared) by this job.
+func CreateVolume(ctx context.Context, api interface {
+	VolumeCreate(ctx context.Context, options volume.CreateOptions) (volume.Volume, error)
+}, name string, labels map[string]string, match ...string) error {
+	vol, err := api.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: labels})
+	if err != nil {
+		return fmt.Errorf("create volume %q: %w", name, err)
+	}
+	for _, k := range match {
+		if vol.Labels[k] != labels[k] {
+			return fmt.Errorf("volume %q already exists and was not made by berth for this job (its %s is %q, want %q): berth does not adopt it; remove it with `docker volume rm %s` and retry", name, k, vol.Labels[k], labels[k], name)
+		}
+	}
+	return nil
 }

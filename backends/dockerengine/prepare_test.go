@@ -28,6 +28,7 @@ type createdContainer struct {
 
 // prepareAPI is a fakeAPI that also creates things.
 type prepareAPI struct {
+	existingVolumes map[string]map[string]string
 	*fakeAPI
 	networks   []string
 	netOpts    []network.CreateOptions
@@ -46,7 +47,11 @@ func (f *prepareAPI) NetworkCreate(ctx context.Context, name string, opts networ
 func (f *prepareAPI) VolumeCreate(ctx context.Context, opts volume.CreateOptions) (volume.Volume, error) {
 	f.record("create volume %s", opts.Name)
 	f.volumes = append(f.volumes, opts)
-	return volume.Volume{Name: opts.Name}, nil
+	// Like dockerd: an existing name answers with the existing volume.
+	if labels, ok := f.existingVolumes[opts.Name]; ok {
+		return volume.Volume{Name: opts.Name, Labels: labels}, nil
+	}
+	return volume.Volume{Name: opts.Name, Labels: opts.Labels}, nil
 }
 
 func (f *prepareAPI) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, _ *ocispec.Platform, name string) (container.CreateResponse, error) {
@@ -203,8 +208,13 @@ func TestPrepareCreatesTheJobEnvironment(t *testing.T) {
 
 	wantBinds := []string{job.BuildsDir + ":" + job.BuildsDir, job.CacheDir + ":" + job.CacheDir, "/srv/certs:/certs:ro", "berth-ci-1-101-vol-1:/scratch"}
 	help := byName["berth-ci-1-101-helper"]
-	if help.cfg.Image != config.Default().Docker.HelperImage || !reflect.DeepEqual(help.host.Binds, wantBinds) {
-		t.Errorf("helper: got image %q binds %q, want the helper image and %q", help.cfg.Image, help.host.Binds, wantBinds)
+	// berth's own helper runs by the id the prepare resolved, not by a
+	// name, and without the image's HEALTHCHECK.
+	if help.cfg.Image != "sha256:helper" || !reflect.DeepEqual(help.host.Binds, wantBinds) {
+		t.Errorf("helper: got image %q binds %q, want the helper image's id and %q", help.cfg.Image, help.host.Binds, wantBinds)
+	}
+	if help.cfg.Healthcheck == nil || !reflect.DeepEqual(help.cfg.Healthcheck.Test, []string{"NONE"}) {
+		t.Errorf("helper: got healthcheck %+v, want NONE", help.cfg.Healthcheck)
 	}
 	if !reflect.DeepEqual(help.cfg.Env, job.Env) || help.cfg.User != "" {
 		t.Errorf("helper: got env %q user %q, want the job env and no user", help.cfg.Env, help.cfg.User)
@@ -236,5 +246,22 @@ func TestPrepareCreatesNothingWhenAPullFails(t *testing.T) {
 	}
 	if created := api.calls("create "); len(created) != 0 {
 		t.Errorf("got %v, want nothing created", created)
+	}
+}
+
+// A volume name a later job will use, made in advance by someone else, is
+// not adopted: docker volume create answers with the existing volume.
+func TestPrepareDoesNotAdoptASquattedVolume(t *testing.T) {
+	helper := config.Default().Docker.HelperImage
+	api := &prepareAPI{fakeAPI: &fakeAPI{
+		images: map[string]image.InspectResponse{"redis:7": {ID: "sha256:redis"}, helper: {ID: "sha256:helper"}},
+		pulls:  map[string]string{"alpine:3": okPull},
+	}, existingVolumes: map[string]map[string]string{
+		"berth-ci-1-101-vol-1": {backends.LabelRunner: "ci-1", backends.LabelJobID: "101", backends.LabelRole: RoleVolume, backends.LabelCreated: "2000-01-01T00:00:00Z"},
+	}}
+	e := prepareEngine(t, api, nil)
+	err := e.Prepare(context.Background(), prepareJob(t))
+	if err == nil || !strings.Contains(err.Error(), `volume "berth-ci-1-101-vol-1" already exists and was not made by berth for this job`) {
+		t.Fatalf("got %v, want a refusal to adopt the volume", err)
 	}
 }

@@ -209,12 +209,19 @@ func (f *Filter) Check(ctx context.Context, r *http.Request) error {
 // error the caller must call release once the daemon has answered (a start
 // keeps the job's other containers paused until then).
 func (f *Filter) CheckHold(ctx context.Context, r *http.Request) (release func(), err error) {
+	release, _, err = f.checkForward(ctx, r)
+	return release, err
+}
+
+// checkForward is CheckHold that also returns how the daemon's answer must
+// be rewritten before the job sees it (nil: as it is).
+func (f *Filter) checkForward(ctx context.Context, r *http.Request) (release func(), rewrite func(*http.Response) error, err error) {
 	rq := &request{Request: r, ctx: ctx, f: f}
 	if err := rq.check(); err != nil {
 		rq.releaseHeld()
-		return nil, err
+		return nil, nil, err
 	}
-	return rq.releaseHeld, nil
+	return rq.releaseHeld, rq.rewrite, nil
 }
 
 func (r *request) check() error {
@@ -260,6 +267,8 @@ type request struct {
 	query  url.Values
 	// held is released once the daemon has answered the request.
 	held []func()
+	// rewrite, if set, edits the daemon's answer.
+	rewrite func(*http.Response) error
 }
 
 func (r *request) hold(release func()) { r.held = append(r.held, release) }
@@ -469,15 +478,18 @@ func (r *request) ownContainer(ref string) (string, error) {
 func (r *request) usableNetwork(ref string) (string, error) {
 	switch ref {
 	case "bridge", "default", "":
-		if r.f.network != "" {
-			return r.f.network, nil
+		if r.f.network == "" {
+			return ref, nil
 		}
-		return ref, nil
+		ref = r.f.network
 	case "none":
 		return ref, nil
 	case "host":
 		return "", refuse("network %q is not allowed; use the default network or one the job created", ref)
 	}
+	// The engine gets the network's full id, never a name: a name can be
+	// removed and taken again, and the engine resolves a name it no longer
+	// knows as an id prefix, another job's network's perhaps.
 	obj, err := r.f.up.Network(r.ctx, ref)
 	if errors.Is(err, ErrNotFound) {
 		return "", notFound("network %s not found", ref)
@@ -488,7 +500,19 @@ func (r *request) usableNetwork(ref string) (string, error) {
 	if !r.f.owned(obj.Labels) && !(r.f.matches(obj.Labels) && obj.Labels[backends.LabelRole] == roleJobNetwork) {
 		return "", refuse("network %q does not belong to this job; use the default network or one the job created", ref)
 	}
-	return ref, nil
+	return obj.ID, nil
+}
+
+// berthNamePrefix starts the names of what berth makes for jobs (see
+// backends.JobName): a job may not take such a name, which a later job's
+// prepare would use.
+const berthNamePrefix = "berth-"
+
+func checkName(kind, name string) error {
+	if strings.HasPrefix(strings.TrimPrefix(name, "/"), berthNamePrefix) {
+		return refuse("%s name %q is not allowed: names starting with %q are berth's own, for the jobs it prepares; choose another name", kind, name, berthNamePrefix)
+	}
+	return nil
 }
 
 func (r *request) ownNetwork(ref string) (string, error) {
@@ -558,6 +582,76 @@ func (r *request) narrowList() error {
 		return fmt.Errorf("encode list filters: %w", err)
 	}
 	r.query.Set("filters", raw)
+	// Podman 4.3 ORs several label filters of a list: keep only the job's
+	// own objects in the answer, whatever the engine did with the filters.
+	r.rewrite = r.f.keepOwn
+	return nil
+}
+
+// keepOwn drops from a list answer (containers, networks, or volumes
+// wrapped in {"Volumes": [...]}) every object that is not the job's own.
+func (f *Filter) keepOwn(resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("read the list answer: %w", err)
+	}
+	keep := func(items []json.RawMessage) ([]json.RawMessage, error) {
+		out := []json.RawMessage{}
+		for _, item := range items {
+			var obj struct{ Labels map[string]string }
+			if err := json.Unmarshal(item, &obj); err != nil {
+				return nil, fmt.Errorf("decode a list entry: %w", err)
+			}
+			if f.owned(obj.Labels) {
+				out = append(out, item)
+			}
+		}
+		return out, nil
+	}
+	var out []byte
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		var wrapped map[string]json.RawMessage
+		if err := json.Unmarshal(data, &wrapped); err != nil {
+			return fmt.Errorf("decode the list answer: %w", err)
+		}
+		var items []json.RawMessage
+		if raw := wrapped["Volumes"]; len(raw) > 0 && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return fmt.Errorf("decode the volume list: %w", err)
+			}
+		}
+		kept, err := keep(items)
+		if err != nil {
+			return err
+		}
+		if wrapped["Volumes"], err = json.Marshal(kept); err != nil {
+			return err
+		}
+		if out, err = json.Marshal(wrapped); err != nil {
+			return err
+		}
+	} else {
+		var items []json.RawMessage
+		if err := json.Unmarshal(data, &items); err != nil {
+			return fmt.Errorf("decode the list answer: %w", err)
+		}
+		kept, err := keep(items)
+		if err != nil {
+			return err
+		}
+		if out, err = json.Marshal(kept); err != nil {
+			return err
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	resp.Header.Del("Transfer-Encoding")
+	resp.TransferEncoding = nil
 	return nil
 }
 
@@ -583,6 +677,9 @@ func (r *request) containers(segs []string) error {
 				return err
 			}
 			r.setPath("containers", id)
+			// Its anonymous volumes go with it: they carry no labels, so
+			// nothing could find them afterwards.
+			r.query.Set("v", "1")
 			return r.noBody()
 		}
 		return r.notAllowed()
@@ -612,6 +709,11 @@ func (r *request) containers(segs []string) error {
 	segs[1] = id
 	r.setPath(segs...)
 	switch {
+	case action == "rename":
+		if err := checkName("container", r.query.Get("name")); err != nil {
+			return err
+		}
+		return r.noBody()
 	case action == "start" || action == "restart" || action == "unpause":
 		if err := r.noBody(); err != nil {
 			return err
@@ -784,9 +886,14 @@ func (r *request) build() error {
 	if v := r.query.Get("isolation"); v != "" && v != "default" {
 		return refuse("build isolation %q is not allowed", v)
 	}
-	if mode := r.query.Get("networkmode"); mode != "" && mode != "default" {
-		if _, err := r.usableNetwork(mode); err != nil {
+	// RUN steps join the job's network, as its containers do.
+	if mode := r.query.Get("networkmode"); mode != "none" {
+		id, err := r.usableNetwork(mode)
+		if err != nil {
 			return err
+		}
+		if id != "" && id != "default" {
+			r.query.Set("networkmode", id)
 		}
 	}
 	var labels map[string]string
@@ -863,6 +970,9 @@ func (r *request) networks(segs []string) error {
 		}
 		opts.Container = id
 		if opts.EndpointConfig != nil {
+			if err := checkEndpoint(opts.EndpointConfig, segs[1]); err != nil {
+				return err
+			}
 			if len(opts.EndpointConfig.DriverOpts) > 0 {
 				return refuse("endpoint driver options are not allowed")
 			}
@@ -875,9 +985,22 @@ func (r *request) networks(segs []string) error {
 	return r.notAllowed()
 }
 
+// checkEndpoint refuses the endpoint fields the engine would take over the
+// network the request names: dockerd joins EndpointSettings.NetworkID, not
+// the key it was checked by.
+func checkEndpoint(ep *network.EndpointSettings, name string) error {
+	if ep.NetworkID != "" || ep.EndpointID != "" || ep.Gateway != "" || ep.IPAddress != "" {
+		return refuse("endpoint settings for network %q may not set NetworkID, EndpointID, Gateway or IPAddress (use IPAMConfig for a fixed address)", name)
+	}
+	return nil
+}
+
 func (r *request) createNetwork() error {
 	var req network.CreateRequest
 	if err := r.decode(&req); err != nil {
+		return err
+	}
+	if err := checkName("network", req.Name); err != nil {
 		return err
 	}
 	switch {
@@ -922,6 +1045,9 @@ func (r *request) volumes(segs []string) error {
 		if opts.ClusterVolumeSpec != nil {
 			return refuse("cluster volumes are not allowed")
 		}
+		if err := checkName("volume", opts.Name); err != nil {
+			return err
+		}
 		opts.Labels = r.f.withLabels(opts.Labels)
 		return r.encode(&opts)
 	case len(segs) == 2 && segs[1] == "prune":
@@ -946,6 +1072,9 @@ func sortedKeys(m map[string]string) []string {
 
 func (r *request) createContainer() error {
 	if err := r.allowQuery("name", "platform"); err != nil {
+		return err
+	}
+	if err := checkName("container", r.query.Get("name")); err != nil {
 		return err
 	}
 	var req container.CreateRequest
@@ -973,6 +1102,9 @@ func (r *request) createContainer() error {
 			}
 			endpoints[ref] = ep
 			if ep != nil {
+				if err := checkEndpoint(ep, name); err != nil {
+					return err
+				}
 				if len(ep.DriverOpts) > 0 {
 					return refuse("endpoint driver options on network %q are not allowed", name)
 				}
@@ -1055,7 +1187,11 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	switch nm := string(h.NetworkMode); {
 	case contains([]string{"", "default", "bridge"}, nm):
 		if r.f.network != "" {
-			h.NetworkMode = container.NetworkMode(r.f.network)
+			id, err := r.usableNetwork(nm)
+			if err != nil {
+				return err
+			}
+			h.NetworkMode = container.NetworkMode(id)
 		}
 	case nm == "none":
 	case strings.HasPrefix(nm, "container:"):
@@ -1067,9 +1203,11 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	case nm == "host" || strings.Contains(nm, ":"):
 		return refuse("NetworkMode %q is not allowed; use the default network or one the job created", nm)
 	default:
-		if _, err := r.usableNetwork(nm); err != nil {
+		id, err := r.usableNetwork(nm)
+		if err != nil {
 			return err
 		}
+		h.NetworkMode = container.NetworkMode(id)
 	}
 	mode, err := r.namespaceMode("PidMode", string(h.PidMode), "")
 	if err != nil {
@@ -1086,13 +1224,21 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	if err := r.checkLinks(h.Links); err != nil {
 		return err
 	}
-	for i, bind := range h.Binds {
+	var binds []string
+	for _, bind := range h.Binds {
+		if !strings.Contains(bind, ":") {
+			// An anonymous volume ("-v /data"): as a volume mount, so
+			// that it gets the job's labels.
+			h.Mounts = append(h.Mounts, mount.Mount{Type: mount.TypeVolume, Target: bind})
+			continue
+		}
 		checked, err := r.checkBind(bind)
 		if err != nil {
 			return err
 		}
-		h.Binds[i] = checked
+		binds = append(binds, checked)
 	}
+	h.Binds = binds
 	for i := range h.Mounts {
 		if err := r.checkMount(&h.Mounts[i]); err != nil {
 			return err
@@ -1174,12 +1320,23 @@ func (r *request) checkMount(m *mount.Mount) error {
 			}
 		}
 	case mount.TypeVolume:
-		if m.VolumeOptions != nil && m.VolumeOptions.DriverConfig != nil {
-			return refuse("volume driver configuration in mounts is not allowed: it can mount host paths or devices")
+		// The docker CLI sends an empty driver configuration with
+		// volume-label; only a driver or its options reach the host.
+		if dc := m.VolumeOptions; dc != nil && dc.DriverConfig != nil {
+			if (dc.DriverConfig.Name != "" && dc.DriverConfig.Name != "local") || len(dc.DriverConfig.Options) > 0 {
+				return refuse("volume driver configuration in mounts is not allowed: it can mount host paths or devices")
+			}
+			dc.DriverConfig = nil
 		}
 		if m.Source != "" {
 			return r.ownVolume(m.Source)
 		}
+		// A volume the engine makes for the mount gets the job's labels,
+		// never ones of the job's choosing, so cleanup and gc find it.
+		if m.VolumeOptions == nil {
+			m.VolumeOptions = &mount.VolumeOptions{}
+		}
+		m.VolumeOptions.Labels = r.f.withLabels(m.VolumeOptions.Labels)
 	case mount.TypeTmpfs:
 	default:
 		return refuse("mount type %q is not allowed", m.Type)

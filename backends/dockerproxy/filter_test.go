@@ -241,6 +241,17 @@ var filterCases = map[string]filterCase{
 	"remove an own image":        {method: "DELETE", target: "/v1.41/images/ownbuilt:1"},
 	"image lookup fails":         {method: "DELETE", target: "/v1.41/images/brokenimage", wantStatus: -1},
 
+	// Names in berth's namespace, which a later job's prepare would use.
+	"container named like berth's": {method: "POST", target: "/v1.41/containers/create?name=berth-r1-8-build", contentType: ct, body: `{"Image":"busybox"}`, wantStatus: 403, wantMsg: `names starting with "berth-" are berth's own`},
+	"rename to berth's":            {method: "POST", target: "/v1.41/containers/own/rename?name=berth-r1-8-helper", wantStatus: 403, wantMsg: "berth's own"},
+	"rename":                       {method: "POST", target: "/v1.41/containers/own/rename?name=mine"},
+	"network named like berth's":   {method: "POST", target: "/v1.41/networks/create", contentType: ct, body: `{"Name":"berth-r1-8"}`, wantStatus: 403, wantMsg: "berth's own"},
+	"volume named like berth's":    {method: "POST", target: "/v1.41/volumes/create", contentType: ct, body: `{"Name":"berth-r1-8-vol-0"}`, wantStatus: 403, wantMsg: "berth's own"},
+	// Endpoint fields the engine would join instead of the checked key.
+	"endpoint NetworkID": {method: "POST", target: "/v1.41/containers/create", contentType: ct,
+		body: `{"Image":"b","HostConfig":{"NetworkMode":"ownnet"},"NetworkingConfig":{"EndpointsConfig":{"ownnet":{"NetworkID":"othernet-id"}}}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
+	"connect with NetworkID": {method: "POST", target: "/v1.41/networks/ownnet/connect", contentType: ct, body: `{"Container":"own","EndpointConfig":{"NetworkID":"n3"}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
+
 	// Restart policies would let the engine start a container unchecked.
 	"create restart always":     {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"always"}}`), wantStatus: 403, wantMsg: "restart policy"},
 	"create restart on-failure": {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3}}`), wantStatus: 403, wantMsg: "restart policy"},
@@ -603,12 +614,12 @@ func TestFilterDefaultNetworkIsTheJobs(t *testing.T) {
 			if err := json.Unmarshal(body, &cr); err != nil {
 				t.Fatal(err)
 			}
-			if cr.HostConfig.NetworkMode != "jobnet" {
+			if cr.HostConfig.NetworkMode != "n1" {
 				t.Errorf("got NetworkMode %q, want the job's network", cr.HostConfig.NetworkMode)
 			}
 			if cr.NetworkingConfig != nil {
 				for name := range cr.NetworkingConfig.EndpointsConfig {
-					if name != "jobnet" {
+					if name != "n1" {
 						t.Errorf("got endpoint on %q, want only the job's network", name)
 					}
 				}
@@ -619,7 +630,7 @@ func TestFilterDefaultNetworkIsTheJobs(t *testing.T) {
 	if err := f.Check(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	if req.URL.Path != "/v1.41/networks/jobnet/connect" {
+	if req.URL.Path != "/v1.41/networks/n1/connect" {
 		t.Errorf("connect to the default network: got path %q, want the job's network", req.URL.Path)
 	}
 	req = readRequest(t, filterCase{method: "POST", target: "/v1.41/containers/create", contentType: "application/json", body: `{"Image":"busybox","HostConfig":{"NetworkMode":"none"}}`}.rawRequest(dir))

@@ -38,13 +38,19 @@ func Handler(f *Filter, dial func(ctx context.Context) (net.Conn, error), log fu
 			DisableKeepAlives: true,
 		},
 		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			if rewrite, _ := resp.Request.Context().Value(rewriteKey{}).(func(*http.Response) error); rewrite != nil {
+				return rewrite(resp)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log("forward %s %s: %v", r.Method, r.URL.Path, err)
 			writeMessage(w, http.StatusBadGateway, "berth guarded Docker socket: the Docker daemon did not answer: "+err.Error())
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		release, err := f.CheckHold(r.Context(), r)
+		release, rewrite, err := f.checkForward(r.Context(), r)
 		if err != nil {
 			var refusal *Refusal
 			if errors.As(err, &refusal) {
@@ -57,9 +63,16 @@ func Handler(f *Filter, dial func(ctx context.Context) (net.Conn, error), log fu
 			return
 		}
 		defer release()
+		if rewrite != nil {
+			r = r.WithContext(context.WithValue(r.Context(), rewriteKey{}, rewrite))
+		}
 		proxy.ServeHTTP(w, r)
 	})
 }
+
+// rewriteKey carries a request's answer rewrite to the proxy's
+// ModifyResponse.
+type rewriteKey struct{}
 
 func writeMessage(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
