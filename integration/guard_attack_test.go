@@ -15,11 +15,15 @@ import (
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/images"
+	podnetwork "github.com/containers/podman/v5/pkg/bindings/network"
 	"github.com/containers/podman/v5/pkg/bindings/volumes"
 	entities "github.com/containers/podman/v5/pkg/domain/entities/types"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
+	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/integration/runner"
 )
 
 // hostSecretDir makes a host directory outside every builds dir, readable
@@ -392,6 +396,95 @@ func TestGuardNamesLabelsAndVolumes(t *testing.T) {
 				t.Errorf("another job's volume %s is gone", foreign)
 			}
 			e.assertNoResources()
+		})
+	}
+}
+
+// victimNetwork makes a network in backend's engine that belongs to another
+// runner's job, and returns its full id.
+func victimNetwork(t *testing.T, backend, runnerName string) string {
+	t.Helper()
+	name := fmt.Sprintf("berth-it-victim-net-%d", os.Getpid())
+	labels := map[string]string{backends.LabelRunner: runnerName + "-other", backends.LabelJobID: "998", backends.LabelRole: "network"}
+	if backend == "podman" {
+		conn := requirePodman(t)
+		created, err := podnetwork.Create(conn, &nettypes.Network{Name: name, Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = podnetwork.Remove(conn, name, nil) })
+		return created.ID
+	}
+	created, err := dockerCli.NetworkCreate(context.Background(), name, network.CreateOptions{Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dockerCli.NetworkRemove(context.Background(), name) })
+	return created.ID
+}
+
+// victimNetworkContainers counts the containers on the victim network.
+func victimNetworkContainers(t *testing.T, backend, id string) int {
+	t.Helper()
+	if backend == "podman" {
+		list, err := containers.List(requirePodman(t), new(containers.ListOptions).WithAll(true).WithFilters(map[string][]string{"network": {id}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	info, err := dockerCli.NetworkInspect(context.Background(), id, network.InspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(info.Containers)
+}
+
+// TestGuardNetworksAreJoinedByID replays the network attacks: an endpoint
+// whose NetworkID names another job's network under the key of the job's
+// own; a network of the job's named after a prefix of another's id,
+// removed between create and start so that the engine resolves the name
+// as an id prefix (the guard refuses hex-only network names; Podman
+// refuses the name itself); and on socket a build, whose RUN steps must be
+// on the job's network (they reach the job's service by its alias).
+func TestGuardNetworksAreJoinedByID(t *testing.T) {
+	for _, backend := range []string{"socket", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			var e *env
+			if backend == "podman" {
+				e = newPodmanEnv(t, options{})
+			} else {
+				e = newEnv(t, options{})
+			}
+			victim := victimNetwork(t, backend, e.runner)
+			job := e.job(291)
+			job.Services = []runner.Image{{Name: httpImage, Alias: "web"}}
+			job.Variables = []runner.Variable{{Key: "VICTIM_ID", Value: victim}}
+			job.Script = []string{
+				`docker network create "mine-$CI_JOB_ID" >/dev/null`,
+				`curl -s --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' -d '{"Image":"` + busyboxImage + `","HostConfig":{"NetworkMode":"mine-'$CI_JOB_ID'"},"NetworkingConfig":{"EndpointsConfig":{"mine-'$CI_JOB_ID'":{"NetworkID":"'$VICTIM_ID'","Aliases":["web"]}}}}' http://d/v1.41/containers/create; echo`,
+				`prefix=${VICTIM_ID:0:12}; docker network create "$prefix" >/dev/null && docker create --name "pfx-$CI_JOB_ID" --network "$prefix" ` + busyboxImage + ` sleep 30 >/dev/null && docker network rm "$prefix" >/dev/null`,
+				`if docker start "pfx-$CI_JOB_ID"; then echo "RESULT prefix-start allowed"; else echo "RESULT prefix-start refused"; fi`,
+				`printf 'FROM ` + busyboxImage + `\nRUN wget -qO- http://web:8080/ && echo " BUILD-REACHED-WEB"\n' > Dockerfile`,
+				`DOCKER_BUILDKIT=0 docker build --no-cache . 2>&1 | grep -E 'BUILD-REACHED|bad address|wget' || true`,
+			}
+			s := preparedSession(t, e, job)
+			out := mustRunStage(t, s, "build_script")
+			wants := []string{"may not set NetworkID", "RESULT prefix-start refused"}
+			if backend == "socket" {
+				// Podman's Docker API builds with buildah, whose RUN
+				// steps do not join the job's network.
+				wants = append(wants, "hello from berth service BUILD-REACHED-WEB")
+			}
+			for _, want := range wants {
+				if !strings.Contains(out, want) {
+					t.Errorf("build_script lacks %q:\n%s", want, out)
+				}
+			}
+			if n := victimNetworkContainers(t, backend, victim); n != 0 {
+				t.Errorf("the other job's network has %d containers, want none", n)
+			}
 		})
 	}
 }

@@ -191,6 +191,8 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir}, nil
 }
 
+var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)
+
 var versionPrefix = regexp.MustCompile(`^/v([0-9]{1,4})\.([0-9]{1,4})(/.*)$`)
 
 // Check decides on r. It returns nil for a request to forward, after
@@ -1002,6 +1004,12 @@ func (r *request) createNetwork() error {
 	}
 	if err := checkName("network", req.Name); err != nil {
 		return err
+	}
+	// Both engines keep a container's networks by name and look the name
+	// up again at start; a name gone by then is tried as an id prefix,
+	// perhaps another job's network's.
+	if hexName.MatchString(req.Name) {
+		return refuse("network name %q is not allowed: a name of hex digits only would be taken for another network's id once this network is gone; add a letter beyond f or a dash", req.Name)
 	}
 	switch {
 	case req.Driver != "" && req.Driver != "bridge":

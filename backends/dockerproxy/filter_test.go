@@ -245,6 +245,7 @@ var filterCases = map[string]filterCase{
 	"container named like berth's": {method: "POST", target: "/v1.41/containers/create?name=berth-r1-8-build", contentType: ct, body: `{"Image":"busybox"}`, wantStatus: 403, wantMsg: `names starting with "berth-" are berth's own`},
 	"rename to berth's":            {method: "POST", target: "/v1.41/containers/own/rename?name=berth-r1-8-helper", wantStatus: 403, wantMsg: "berth's own"},
 	"rename":                       {method: "POST", target: "/v1.41/containers/own/rename?name=mine"},
+	"network named like an id":     {method: "POST", target: "/v1.41/networks/create", contentType: ct, body: `{"Name":"a6658295ed86"}`, wantStatus: 403, wantMsg: "hex digits only"},
 	"network named like berth's":   {method: "POST", target: "/v1.41/networks/create", contentType: ct, body: `{"Name":"berth-r1-8"}`, wantStatus: 403, wantMsg: "berth's own"},
 	"volume named like berth's":    {method: "POST", target: "/v1.41/volumes/create", contentType: ct, body: `{"Name":"berth-r1-8-vol-0"}`, wantStatus: 403, wantMsg: "berth's own"},
 	// Endpoint fields the engine would join instead of the checked key.
