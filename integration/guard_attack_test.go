@@ -7,11 +7,13 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/images"
@@ -23,6 +25,7 @@ import (
 	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerproxy"
 	"github.com/berthci/berth/integration/runner"
 )
 
@@ -486,5 +489,107 @@ func TestGuardNetworksAreJoinedByID(t *testing.T) {
 				t.Errorf("the other job's network has %d containers, want none", n)
 			}
 		})
+	}
+}
+
+// TestGuardCeilingsOnWhatTheJobCreates sets the admin's memory, pids and
+// shm limits and checks that containers the job creates through the guard
+// get them, and that asking for more, or for none, is refused.
+func TestGuardCeilingsOnWhatTheJobCreates(t *testing.T) {
+	for _, backend := range []string{"socket", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			limits := options{extraTOML: "memory = \"256m\"\npids_limit = 200\nshm_size = \"32m\"\n"}
+			var e *env
+			if backend == "podman" {
+				e = newPodmanEnv(t, limits)
+			} else {
+				e = newEnv(t, limits)
+			}
+			job := e.job(301)
+			job.Script = []string{
+				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
+				`docker create --name "lim-$CI_JOB_ID" ` + busyboxImage + ` true >/dev/null`,
+				`docker inspect -f 'LIMITS mem={{.HostConfig.Memory}} pids={{.HostConfig.PidsLimit}} shm={{.HostConfig.ShmSize}}' "lim-$CI_JOB_ID"`,
+				`step=less res docker run --rm --memory 128m ` + busyboxImage + ` true`,
+				`step=memory res docker run --rm --memory 1g ` + busyboxImage + ` true`,
+				`step=oom res docker run --rm --oom-kill-disable ` + busyboxImage + ` true`,
+				`step=pids res docker run --rm --pids-limit -1 ` + busyboxImage + ` true`,
+				`step=shm res docker run --rm --shm-size 64g ` + busyboxImage + ` true`,
+				`step=tmpfs res docker run --rm --tmpfs /t:size=100g ` + busyboxImage + ` true`,
+				`printf 'FROM ` + busyboxImage + `\nRUN true\n' > Dockerfile`,
+				`step=build-memory DOCKER_BUILDKIT=0 res docker build --memory 1g .`,
+			}
+			res := e.run(job)
+			requireSuccess(t, res)
+			out, _ := res.Stage("build_script")
+			wants := []string{"RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
+				"RESULT tmpfs refused", "RESULT build-memory refused", "over the runner's ceiling of 268435456"}
+			if backend == "socket" {
+				// Rootless Podman on cgroup v1 drops resource limits, and
+				// its inspect says so: only the refusals hold there.
+				wants = append(wants, "LIMITS mem=268435456 pids=200 shm=33554432")
+			}
+			for _, want := range wants {
+				if !strings.Contains(out.Output, want) {
+					t.Errorf("build_script lacks %q:\n%s", want, out.Output)
+				}
+			}
+		})
+	}
+}
+
+// TestGuardStaysBoundedUnderASlowBodyFlood opens 150 connections to the
+// job's guarded socket, each sending half of a 1 MiB JSON body and then
+// nothing. The guard serves 128 connections at once, gives a JSON body 30
+// seconds and runs under a memory limit: its memory stays under the limit,
+// it is not killed, and once the bodies time out the job's docker works.
+func TestGuardStaysBoundedUnderASlowBodyFlood(t *testing.T) {
+	e := newEnv(t, options{})
+	job := e.job(302)
+	job.Script = []string{
+		`req='POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n'`,
+		`for i in $(seq 150); do ( printf "$req"; head -c 524288 /dev/zero | tr '\0' ' '; sleep 40 ) | nc -U /var/run/docker.sock >/dev/null 2>&1 & done; echo FLOODING`,
+		`sleep 20; echo FLOOD-SENT`,
+		`wait; echo FLOOD-DONE; docker version --format 'AFTER {{.Server.Version}}'`,
+	}
+	s := preparedSession(t, e, job)
+	done := make(chan runner.StageResult, 1)
+	go func() { done <- s.RunStage(context.Background(), "build_script") }()
+	proxy := dockerJobContainers(t, e.runner, job.ID, "docker-proxy")[0]
+	var peak uint64
+	deadline := time.Now().Add(25 * time.Second)
+	for time.Now().Before(deadline) {
+		stats, err := dockerCli.ContainerStatsOneShot(context.Background(), proxy.ID)
+		if err != nil {
+			t.Fatalf("stats of the guard: %v", err)
+		}
+		var v struct {
+			MemoryStats struct {
+				Usage uint64 `json:"usage"`
+			} `json:"memory_stats"`
+		}
+		err = json.NewDecoder(stats.Body).Decode(&v)
+		stats.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, v.MemoryStats.Usage)
+		time.Sleep(time.Second)
+	}
+	r := <-done
+	t.Logf("guard memory peak %d MiB during the flood (limit %d MiB)", peak>>20, dockerproxy.ContainerMemory>>20)
+	if r.ExitCode != 0 || !strings.Contains(r.Output, "AFTER ") {
+		t.Fatalf("build_script: exit %d; the job's docker does not answer after the flood:\n%s", r.ExitCode, r.Output)
+	}
+	if peak >= dockerproxy.ContainerMemory {
+		t.Errorf("guard memory reached %d bytes, its limit", peak)
+	}
+	info, err := dockerCli.ContainerInspect(context.Background(), proxy.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.State.Running || info.State.OOMKilled || info.State.Restarting {
+		t.Errorf("the guard's state after the flood: %+v", info.State)
 	}
 }

@@ -120,6 +120,9 @@ func New(api API, cfg config.Docker, opts Options, log logrus.FieldLogger) (*Eng
 // shared setup.
 func (e *Engine) API() API { return e.api }
 
+// Limits are the admin's resource settings, parsed.
+func (e *Engine) Limits() config.Limits { return e.limits }
+
 // Log returns the job-log logger.
 func (e *Engine) Log() logrus.FieldLogger { return e.log }
 

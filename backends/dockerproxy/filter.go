@@ -131,6 +131,8 @@ type Config struct {
 	// SpoolDir holds image archives while their names are checked (empty:
 	// the system's temporary directory).
 	SpoolDir string
+	// Ceilings bound the resources of what the job creates.
+	Ceilings Ceilings
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -153,6 +155,7 @@ type Filter struct {
 	network   string
 	noFreeze  bool
 	spoolDir  string
+	ceilings  Ceilings
 
 	// startMu: a start holds it exclusively from its check until the
 	// engine answered; archive uploads hold it shared.
@@ -188,7 +191,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings}, nil
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)
@@ -365,12 +368,13 @@ func (r *request) jsonBody() ([]byte, error) {
 	if r.Body == nil {
 		return nil, refuse("%s: the request body is missing", what)
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-	if err != nil {
-		return nil, fmt.Errorf("read the request body: %w", err)
-	}
-	if int64(len(data)) != r.ContentLength {
-		return nil, refuse("%s: the request body is shorter than its Content-Length", what)
+	// Exactly the announced length, so a body costs at most MaxJSONBody.
+	data := make([]byte, r.ContentLength)
+	if n, err := io.ReadFull(r.Body, data); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, refuse("%s: the request body is shorter than its Content-Length (%d of %d bytes)", what, n, r.ContentLength)
+		}
+		return nil, refuse("%s: reading the request body failed after %d of %d bytes: %v", what, n, r.ContentLength, err)
 	}
 	if err := strictjson.CheckKeys(data, maxJSONDepth); err != nil {
 		return nil, refuse("%s: bad JSON body: %v", what, err)
@@ -742,6 +746,9 @@ func (r *request) containers(segs []string) error {
 		if err := checkRestartPolicy(upd.RestartPolicy); err != nil {
 			return err
 		}
+		if err := r.f.ceilings.bound(&upd.Resources, true); err != nil {
+			return err
+		}
 		return r.encode(&upd)
 	case rl.body == "exec":
 		var opts container.ExecOptions
@@ -913,6 +920,9 @@ func (r *request) build() error {
 		if err := r.imageTarget(name); err != nil {
 			return err
 		}
+	}
+	if err := r.boundBuild(); err != nil {
+		return err
 	}
 	return r.tarBody()
 }
@@ -1096,10 +1106,13 @@ func (r *request) createContainer() error {
 	if err := r.imageSource(req.Config.Image); err != nil {
 		return err
 	}
-	if req.HostConfig != nil {
-		if err := r.checkHostConfig(req.HostConfig); err != nil {
-			return err
-		}
+	// No host config is the engine's defaults: the default network, no
+	// limits. It gets the job's network and the ceilings as any other.
+	if req.HostConfig == nil {
+		req.HostConfig = &container.HostConfig{}
+	}
+	if err := r.checkHostConfig(req.HostConfig); err != nil {
+		return err
 	}
 	if req.NetworkingConfig != nil {
 		endpoints := map[string]*network.EndpointSettings{}
@@ -1190,6 +1203,9 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 		return err
 	}
 	if err := checkRestartPolicy(h.RestartPolicy); err != nil {
+		return err
+	}
+	if err := r.f.ceilings.boundHost(h); err != nil {
 		return err
 	}
 	switch nm := string(h.NetworkMode); {

@@ -27,6 +27,13 @@ const (
 	UpstreamPath = "/var/run/host-docker.sock"
 )
 
+// The proxy container's bounds: memory for maxConnections bodies of
+// MaxJSONBody and the Go runtime, and pids for its threads.
+const (
+	ContainerMemory = 384 << 20
+	ContainerPids   = 256
+)
+
 // readyTimeout bounds the wait for the proxy's first answer.
 const readyTimeout = 30 * time.Second
 
@@ -42,8 +49,9 @@ func JobSocket(job *backends.Job) string { return filepath.Join(JobDir(job), "do
 func ContainerName(job *backends.Job) string { return job.Name() + "-docker-proxy" }
 
 // Command is the proxy container's command, after the entrypoint
-// BinaryPath: it labels what the job creates with the job's labels.
-func Command(job *backends.Job) []string {
+// BinaryPath: it labels what the job creates with the job's labels and
+// bounds it by the ceilings.
+func Command(job *backends.Job, ceilings Ceilings) []string {
 	labels := job.Labels(RoleJobCreated)
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
@@ -56,7 +64,7 @@ func Command(job *backends.Job) []string {
 	for _, k := range keys {
 		cmd = append(cmd, "--label", k+"="+labels[k])
 	}
-	return cmd
+	return append(cmd, ceilings.Args()...)
 }
 
 // Bind is one bind mount of the proxy container.

@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"golang.org/x/net/netutil"
 )
 
 // Handler returns the proxy's HTTP handler: requests that pass f go to the
@@ -50,7 +51,17 @@ func Handler(f *Filter, dial func(ctx context.Context) (net.Conn, error), log fu
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A JSON body is read whole while it is checked: it must come
+		// within jsonBodyTimeout, so a slow sender cannot hold the guard.
+		rc := http.NewResponseController(w)
+		jsonBody := r.ContentLength != 0 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/json")
+		if jsonBody {
+			_ = rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout))
+		}
 		release, rewrite, err := f.checkForward(r.Context(), r)
+		if jsonBody {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
 			var refusal *Refusal
 			if errors.As(err, &refusal) {
@@ -69,6 +80,17 @@ func Handler(f *Filter, dial func(ctx context.Context) (net.Conn, error), log fu
 		proxy.ServeHTTP(w, r)
 	})
 }
+
+// The guard's own bounds: it serves one job, whose requests must not be
+// able to exhaust it (or the host) by holding connections or half-sent
+// bodies.
+const (
+	// maxConnections caps the connections served at once; more wait to
+	// be accepted. With MaxJSONBody this bounds what bodies can hold.
+	maxConnections = 128
+	// jsonBodyTimeout bounds the reading of a JSON request body.
+	jsonBodyTimeout = 30 * time.Second
+)
 
 // rewriteKey carries a request's answer rewrite to the proxy's
 // ModifyResponse.
@@ -126,6 +148,7 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 		return fmt.Errorf("open up the proxy socket: %w", err)
 	}
 	srv := &http.Server{Handler: Handler(f, dial, log), ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: 1 << 20}
+	ln = netutil.LimitListener(ln, maxConnections)
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)

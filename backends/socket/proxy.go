@@ -14,6 +14,9 @@ import (
 	"github.com/berthci/berth/backends/dockerproxy"
 )
 
+// guardPids bounds the proxy container's processes and threads.
+var guardPids int64 = dockerproxy.ContainerPids
+
 // startProxy runs the job's guarding proxy: berth's own static binary in a
 // container with no network, no capabilities and a read-only root, holding
 // the host socket and serving the job's socket (see package dockerproxy for
@@ -60,13 +63,15 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 		Healthcheck: dockerengine.NoHealthcheck,
 		User:        user,
 		Entrypoint:  []string{dockerproxy.BinaryPath},
-		Cmd:         dockerproxy.Command(job),
+		Cmd:         dockerproxy.Command(job, dockerproxy.JobCeilings(b.Limits(), job)),
 		Labels:      job.Labels(dockerproxy.RoleProxy),
 	}, &container.HostConfig{
-		NetworkMode:    "none",
-		Binds:          binds,
-		GroupAdd:       groups,
-		CapDrop:        []string{"ALL"},
+		NetworkMode: "none",
+		Binds:       binds,
+		GroupAdd:    groups,
+		CapDrop:     []string{"ALL"},
+		// The guard's own bounds (see dockerproxy's maxConnections).
+		Resources:      container.Resources{Memory: dockerproxy.ContainerMemory, PidsLimit: &guardPids},
 		SecurityOpt:    []string{"no-new-privileges"},
 		ReadonlyRootfs: true,
 	}, nil, nil, name)

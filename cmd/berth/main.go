@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/docker/go-units"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
@@ -197,7 +198,8 @@ func dnsForwardCommand(ctx context.Context) *cobra.Command {
 // socket job's proxy container; admins never call it.
 func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	var listen, upstream, buildsDir, network string
-	var labels []string
+	var labels, ulimits []string
+	var ceilings dockerproxy.Ceilings
 	cmd := &cobra.Command{
 		Use:    "docker-proxy",
 		Short:  "Serve a job's guarded Docker socket (runs in a socket job's proxy container)",
@@ -212,6 +214,14 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 				}
 				cfg.Labels[k] = v
 			}
+			for _, u := range ulimits {
+				parsed, err := units.ParseUlimit(u)
+				if err != nil {
+					return fmt.Errorf("--ulimit %q: %w", u, err)
+				}
+				ceilings.Ulimits = append(ceilings.Ulimits, parsed)
+			}
+			cfg.Ceilings = ceilings
 			logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 			return dockerproxy.Serve(ctx, cfg, listen, upstream, logf)
 		},
@@ -221,6 +231,12 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().StringVar(&buildsDir, "builds-dir", "", "the job's builds directory, the only allowed bind source")
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "key=value label set on what the job creates (repeatable)")
 	cmd.Flags().StringVar(&network, "network", "", "the job's network, which containers on the default network join instead")
+	cmd.Flags().Int64Var(&ceilings.Memory, "memory", 0, "memory ceiling in bytes of what the job creates (0: none)")
+	cmd.Flags().Int64Var(&ceilings.MemorySwap, "memory-swap", 0, "memory+swap ceiling in bytes (-1: unlimited swap)")
+	cmd.Flags().Int64Var(&ceilings.NanoCPUs, "nano-cpus", 0, "CPU ceiling in billionths of a CPU")
+	cmd.Flags().Int64Var(&ceilings.PidsLimit, "pids-limit", 0, "pids ceiling")
+	cmd.Flags().Int64Var(&ceilings.ShmSize, "shm-size", 0, "/dev/shm size ceiling in bytes")
+	cmd.Flags().StringArrayVar(&ulimits, "ulimit", nil, "name=soft:hard ulimit ceiling (repeatable)")
 	return cmd
 }
 
