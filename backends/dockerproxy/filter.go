@@ -1001,8 +1001,9 @@ func (r *request) networks(segs []string) error {
 // network the request names: dockerd joins EndpointSettings.NetworkID, not
 // the key it was checked by.
 func checkEndpoint(ep *network.EndpointSettings, name string) error {
-	if ep.NetworkID != "" || ep.EndpointID != "" || ep.Gateway != "" || ep.IPAddress != "" {
-		return refuse("endpoint settings for network %q may not set NetworkID, EndpointID, Gateway or IPAddress (use IPAMConfig for a fixed address)", name)
+	if ep.NetworkID != "" || ep.EndpointID != "" || ep.Gateway != "" || ep.IPAddress != "" || ep.IPPrefixLen != 0 ||
+		ep.IPv6Gateway != "" || ep.GlobalIPv6Address != "" || ep.GlobalIPv6PrefixLen != 0 {
+		return refuse("endpoint settings for network %q may not set NetworkID, EndpointID, Gateway, IPAddress or their IPv6 forms (use IPAMConfig for a fixed address)", name)
 	}
 	return nil
 }
@@ -1151,6 +1152,12 @@ func checkResources(res *container.Resources) error {
 		return refuse("device cgroup rules are not allowed")
 	case res.CgroupParent != "":
 		return refuse("CgroupParent is not allowed")
+	case res.CPUShares > 1024:
+		return refuse("CPU shares of %d are over the default 1024: a job may not take CPU from other jobs", res.CPUShares)
+	case res.KernelMemory != 0 || res.KernelMemoryTCP != 0:
+		return refuse("kernel memory limits are not allowed")
+	case res.CPUCount != 0 || res.CPUPercent != 0 || res.IOMaximumIOps != 0 || res.IOMaximumBandwidth != 0:
+		return refuse("Windows-only resource settings (CPUCount, CPUPercent, IOMaximum*) are not allowed")
 	}
 	return nil
 }
@@ -1186,6 +1193,8 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 		return refuse("storage options are not allowed")
 	case h.OomScoreAdj < 0:
 		return refuse("a negative OomScoreAdj is not allowed")
+	case len(h.Annotations) > 0:
+		return refuse("annotations are not allowed: they configure the runtime on the host")
 	case h.Isolation != "" && h.Isolation != "default":
 		return refuse("isolation %q is not allowed", h.Isolation)
 	}
@@ -1309,9 +1318,13 @@ func (r *request) checkBind(bind string) (string, error) {
 	}
 	if len(parts) == 3 {
 		for _, opt := range strings.Split(parts[2], ",") {
+			// Docker's options that change nothing outside the
+			// container; Podman's U (chown the source), O (overlay),
+			// idmap and SELinux relabelling z/Z are not among them.
 			switch opt {
-			case "z", "Z", "shared", "rshared":
-				return "", refuse("bind option %q in %q is not allowed", opt, bind)
+			case "ro", "rw", "nocopy", "consistent", "cached", "delegated", "private", "rprivate", "slave", "rslave":
+			default:
+				return "", refuse("bind option %q in %q is not allowed (allowed: ro, rw, nocopy, consistent, cached, delegated, private, rprivate, slave, rslave)", opt, bind)
 			}
 		}
 	}
@@ -1331,6 +1344,9 @@ func (r *request) checkBind(bind string) (string, error) {
 }
 
 func (r *request) checkMount(m *mount.Mount) error {
+	if m.ImageOptions != nil || m.ClusterOptions != nil {
+		return refuse("image and cluster mount options are not allowed")
+	}
 	switch m.Type {
 	case mount.TypeBind:
 		resolved, err := r.f.hostPath(m.Source)
@@ -1344,6 +1360,9 @@ func (r *request) checkMount(m *mount.Mount) error {
 			}
 		}
 	case mount.TypeVolume:
+		if m.VolumeOptions != nil && m.VolumeOptions.Subpath != "" {
+			return refuse("volume subpaths are not allowed; mount the volume and use the path in it")
+		}
 		// The docker CLI sends an empty driver configuration with
 		// volume-label; only a driver or its options reach the host.
 		if dc := m.VolumeOptions; dc != nil && dc.DriverConfig != nil {
@@ -1362,6 +1381,9 @@ func (r *request) checkMount(m *mount.Mount) error {
 		}
 		m.VolumeOptions.Labels = r.f.withLabels(m.VolumeOptions.Labels)
 	case mount.TypeTmpfs:
+		if m.TmpfsOptions != nil && len(m.TmpfsOptions.Options) > 0 {
+			return refuse("tmpfs mount options for %s are not allowed; give a size and mode", m.Target)
+		}
 	default:
 		return refuse("mount type %q is not allowed", m.Type)
 	}

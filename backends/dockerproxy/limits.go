@@ -74,6 +74,8 @@ func (c Ceilings) bound(res *container.Resources, update bool) error {
 		return refuse("OomKillDisable is not allowed: the container could hold memory the host needs")
 	case res.CPURealtimePeriod != 0 || res.CPURealtimeRuntime != 0:
 		return refuse("realtime CPU scheduling is not allowed")
+	case c.Memory > 0 && res.MemoryReservation > c.Memory:
+		return tooMuch("memory reservation", res.MemoryReservation, c.Memory)
 	}
 	if c.Memory > 0 {
 		if res.Memory > c.Memory {
