@@ -90,6 +90,13 @@ type Docker struct {
 	// DinD DNS relay). Empty means the running executable; set it when
 	// berth runs in a container, whose paths the engine cannot see.
 	BerthBinary string `toml:"berth_binary"`
+	// GuardLocalRegistries are the registries at a loopback or link-local
+	// address ("host:port" as in image names, e.g. "127.0.0.1:5000") that
+	// jobs may pull from, push to and log in to through the guarded socket
+	// (socket and podman backends). The guard refuses every other registry
+	// at such an address, which the engine would reach on the host's own
+	// network.
+	GuardLocalRegistries []string `toml:"guard_local_registries"`
 
 	// PullPolicy is used when a job sets none; the policies are tried in
 	// order until one yields the image.
@@ -388,6 +395,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Docker.validateLimits(); err != nil {
 		errs = append(errs, err)
+	}
+	for _, r := range c.Docker.GuardLocalRegistries {
+		if r == "" || strings.ContainsAny(r, "/ \t") || strings.Contains(r, "://") {
+			bad("docker.guard_local_registries", "%q is not a registry host[:port] such as \"127.0.0.1:5000\"", r)
+		}
 	}
 	if err := c.Dind.validate(); err != nil {
 		errs = append(errs, err)

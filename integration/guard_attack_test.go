@@ -593,3 +593,54 @@ func TestGuardStaysBoundedUnderASlowBodyFlood(t *testing.T) {
 		t.Errorf("the guard's state after the flood: %+v", info.State)
 	}
 }
+
+// TestGuardRefusesFetchesFromTheHostsOwnNetwork: a pull, push or login
+// makes the engine fetch on the host's network, so a registry at a
+// loopback or link-local address (the metadata service's among them) is
+// refused unless the admin allowed it, as the tests' registry is.
+func TestGuardRefusesFetchesFromTheHostsOwnNetwork(t *testing.T) {
+	for _, backend := range []string{"socket", "podman"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			var e *env
+			if backend == "podman" {
+				e = newPodmanEnv(t, options{})
+			} else {
+				e = newEnv(t, options{})
+			}
+			// podman's Docker API logs in to the plain-HTTP test
+			// registry only under its localhost name (see provision.sh)
+			reg := registryAddr
+			if backend == "podman" {
+				reg = "localhost:" + strings.Split(registryAddr, ":")[1]
+			}
+			job := e.job(311)
+			pushed := fmt.Sprintf("%s/berth-it/fetch:%d", reg, job.ID)
+			if backend == "podman" {
+				t.Cleanup(func() { removePodmanImage(t, requirePodman(t), pushed) })
+			} else {
+				t.Cleanup(func() { removeImage(t, pushed) })
+			}
+			job.Variables = []runner.Variable{{Key: "REG_PASS", Value: registryPass, Masked: true}}
+			job.Script = []string{
+				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
+				`step=pull-loopback res docker pull 127.0.0.2:5000/berth-it/x:1`,
+				`step=pull-metadata res docker pull 169.254.169.254/latest:1`,
+				`step=pull-localhost res docker pull localhost:9/x:1`,
+				`step=login-loopback res docker login 127.0.0.1:9 -u u -p p`,
+				`step=tag-allowed res docker tag ` + busyboxImage + ` ` + reg + `/berth-it/fetch:$CI_JOB_ID`,
+				`echo "$REG_PASS" | docker login ` + reg + ` -u ` + registryUser + ` --password-stdin >/dev/null`,
+				`step=push-allowed res docker push ` + reg + `/berth-it/fetch:$CI_JOB_ID`,
+			}
+			res := e.run(job)
+			requireSuccess(t, res)
+			out, _ := res.Stage("build_script")
+			for _, want := range []string{"RESULT pull-loopback refused", "RESULT pull-metadata refused", "RESULT pull-localhost refused",
+				"RESULT login-loopback refused", "docker.guard_local_registries", "RESULT push-allowed allowed"} {
+				if !strings.Contains(out.Output, want) {
+					t.Errorf("build_script lacks %q:\n%s", want, out.Output)
+				}
+			}
+		})
+	}
+}

@@ -148,9 +148,10 @@ pull_policy = ["if-not-present"]
 wait_for_services_timeout = %q
 stop_timeout = "1s"
 volumes = [%q]
+guard_local_registries = [%q, %q]
 %s
 `, o.topTOML, filepath.Join(root, "builds"), filepath.Join(root, "cache"), e.runner, policy,
-		helperImage, standinPath, ttl, e.gitDir+":"+e.gitDir+":ro", o.extraTOML)
+		helperImage, standinPath, ttl, e.gitDir+":"+e.gitDir+":ro", registryAddr, "localhost:"+strings.Split(registryAddr, ":")[1], o.extraTOML)
 	e.cfgPath = filepath.Join(root, "config.toml")
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -133,6 +133,9 @@ type Config struct {
 	SpoolDir string
 	// Ceilings bound the resources of what the job creates.
 	Ceilings Ceilings
+	// LocalRegistries are the registries at local addresses the job may
+	// use (see registries.go).
+	LocalRegistries []string
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -148,14 +151,15 @@ type Config struct {
 // refused. Archive uploads, the one request by which the engine writes
 // into a bind source for the job, wait while a start is checked.
 type Filter struct {
-	up        Upstream
-	buildsDir string
-	labels    map[string]string
-	selector  map[string]string
-	network   string
-	noFreeze  bool
-	spoolDir  string
-	ceilings  Ceilings
+	up              Upstream
+	buildsDir       string
+	labels          map[string]string
+	selector        map[string]string
+	network         string
+	noFreeze        bool
+	spoolDir        string
+	ceilings        Ceilings
+	localRegistries []string
 
 	// startMu: a start holds it exclusively from its check until the
 	// engine answered; archive uploads hold it shared.
@@ -191,7 +195,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries}, nil
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)
@@ -303,8 +307,17 @@ func (r *request) route(segs []string) error {
 		}
 	case "auth":
 		if len(segs) == 1 && m == http.MethodPost {
-			_, err := r.jsonBody()
-			return err
+			data, err := r.jsonBody()
+			if err != nil {
+				return err
+			}
+			var login struct {
+				ServerAddress string `json:"serveraddress"`
+			}
+			if err := json.Unmarshal(data, &login); err != nil {
+				return refuse("login: bad JSON body: %v", err)
+			}
+			return r.f.checkAuthServer(login.ServerAddress)
 		}
 	case "containers":
 		return r.containers(segs)

@@ -144,7 +144,7 @@ func testBuildsDir(t testing.TB) string {
 
 func newTestFilter(t testing.TB, buildsDir string) *Filter {
 	t.Helper()
-	f, err := NewFilter(Config{BuildsDir: buildsDir, Labels: jobLabels}, fakeUpstream{})
+	f, err := NewFilter(Config{BuildsDir: buildsDir, Labels: jobLabels, LocalRegistries: []string{"127.0.0.1:5000"}}, fakeUpstream{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +252,17 @@ var filterCases = map[string]filterCase{
 	"endpoint NetworkID": {method: "POST", target: "/v1.41/containers/create", contentType: ct,
 		body: `{"Image":"b","HostConfig":{"NetworkMode":"ownnet"},"NetworkingConfig":{"EndpointsConfig":{"ownnet":{"NetworkID":"othernet-id"}}}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
 	"connect with NetworkID": {method: "POST", target: "/v1.41/networks/ownnet/connect", contentType: ct, body: `{"Container":"own","EndpointConfig":{"NetworkID":"n3"}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
+
+	// Registries on the host's own network: only those the admin allowed.
+	"pull from the allowed local registry": {method: "POST", target: "/v1.41/images/create?fromImage=127.0.0.1:5000/a/b&tag=1"},
+	"pull from another loopback":           {method: "POST", target: "/v1.41/images/create?fromImage=127.0.0.2:5000/a&tag=1", wantStatus: 403, wantMsg: `registry "127.0.0.2:5000" is at a loopback or link-local address`},
+	"pull from localhost":                  {method: "POST", target: "/v1.41/images/create?fromImage=localhost/a", wantStatus: 403, wantMsg: "docker.guard_local_registries"},
+	"pull from a .localhost name":          {method: "POST", target: "/v1.41/images/create?fromImage=reg.localhost:80/a", wantStatus: 403, wantMsg: "loopback or link-local"},
+	"pull from ipv6 loopback":              {method: "POST", target: "/v1.41/images/create?fromImage=%5B::1%5D:5000/a", wantStatus: 403, wantMsg: "loopback or link-local"},
+	"pull from the metadata service":       {method: "POST", target: "/v1.41/images/create?fromImage=169.254.169.254/latest/meta-data", wantStatus: 403, wantMsg: "loopback or link-local"},
+	"push to localhost":                    {method: "POST", target: "/v1.41/images/localhost:5000/a/push?tag=1", wantStatus: 403, wantMsg: "loopback or link-local"},
+	"login to the metadata service":        {method: "POST", target: "/v1.41/auth", contentType: ct, body: `{"username":"u","password":"p","serveraddress":"http://169.254.169.254/"}`, wantStatus: 403, wantMsg: "login: registry"},
+	"login to the allowed registry":        {method: "POST", target: "/v1.41/auth", contentType: ct, body: `{"username":"u","password":"p","serveraddress":"127.0.0.1:5000"}`},
 
 	// Restart policies would let the engine start a container unchecked.
 	"create restart always":     {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"RestartPolicy":{"Name":"always"}}`), wantStatus: 403, wantMsg: "restart policy"},

@@ -133,6 +133,9 @@ func (r *request) images(segs []string) error {
 			} else if tag != "" {
 				name += "@" + tag
 			}
+			if err := r.f.checkImageRegistry(name, "pull"); err != nil {
+				return err
+			}
 			kind, err := r.lookupImage(name)
 			if err != nil {
 				return err
@@ -178,6 +181,9 @@ func (r *request) images(segs []string) error {
 		}
 		return r.noBody()
 	case last == "push" && m == http.MethodPost:
+		if err := r.f.checkImageRegistry(name, "push"); err != nil {
+			return err
+		}
 		if err := r.imageSource(name); err != nil {
 			return err
 		}

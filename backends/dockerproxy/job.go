@@ -51,7 +51,7 @@ func ContainerName(job *backends.Job) string { return job.Name() + "-docker-prox
 // Command is the proxy container's command, after the entrypoint
 // BinaryPath: it labels what the job creates with the job's labels and
 // bounds it by the ceilings.
-func Command(job *backends.Job, ceilings Ceilings) []string {
+func Command(job *backends.Job, ceilings Ceilings, localRegistries []string) []string {
 	labels := job.Labels(RoleJobCreated)
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
@@ -63,6 +63,9 @@ func Command(job *backends.Job, ceilings Ceilings) []string {
 		"--builds-dir", job.BuildsDir, "--network", job.Name()}
 	for _, k := range keys {
 		cmd = append(cmd, "--label", k+"="+labels[k])
+	}
+	for _, r := range localRegistries {
+		cmd = append(cmd, "--local-registry", r)
 	}
 	return append(cmd, ceilings.Args()...)
 }

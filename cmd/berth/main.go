@@ -198,7 +198,7 @@ func dnsForwardCommand(ctx context.Context) *cobra.Command {
 // socket job's proxy container; admins never call it.
 func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	var listen, upstream, buildsDir, network string
-	var labels, ulimits []string
+	var labels, ulimits, localRegistries []string
 	var ceilings dockerproxy.Ceilings
 	cmd := &cobra.Command{
 		Use:    "docker-proxy",
@@ -222,6 +222,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 				ceilings.Ulimits = append(ceilings.Ulimits, parsed)
 			}
 			cfg.Ceilings = ceilings
+			cfg.LocalRegistries = localRegistries
 			logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 			return dockerproxy.Serve(ctx, cfg, listen, upstream, logf)
 		},
@@ -237,6 +238,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().Int64Var(&ceilings.PidsLimit, "pids-limit", 0, "pids ceiling")
 	cmd.Flags().Int64Var(&ceilings.ShmSize, "shm-size", 0, "/dev/shm size ceiling in bytes")
 	cmd.Flags().StringArrayVar(&ulimits, "ulimit", nil, "name=soft:hard ulimit ceiling (repeatable)")
+	cmd.Flags().StringArrayVar(&localRegistries, "local-registry", nil, "a registry at a loopback or link-local address the job may use (repeatable)")
 	return cmd
 }
 
