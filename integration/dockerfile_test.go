@@ -66,10 +66,10 @@ func TestDockerfile(t *testing.T) {
 	date := time.Now().UTC().Format(time.RFC3339)
 	tag := fmt.Sprintf("berth-test/dockerfile-it:%d-%d", os.Getpid(), time.Now().UnixNano())
 
-	// BERTH_FRESH=1 (.ci/run's default): build as on a fresh machine, with
-	// none of the Go cache mounts an earlier build left, and remove them
-	// again afterwards.
-	fresh := os.Getenv("BERTH_FRESH") == "1"
+	// BERTH_FRESH_BUILD=1 (set by .ci/run's default fresh run): build as on
+	// a fresh machine, with none of the Go cache mounts an earlier build
+	// left, and remove them again afterwards.
+	fresh := os.Getenv("BERTH_FRESH_BUILD") == "1"
 	if fresh {
 		removeBuildCache(t, func(r *build.CacheRecord) bool { return berthCacheMount(r) })
 	}

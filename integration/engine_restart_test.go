@@ -37,11 +37,13 @@ func stopEngine(t *testing.T, pidFile string) {
 	waitFor(t, 90*time.Second, func() bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) })
 }
 
-// startEngines runs provision.sh, which starts what is not running.
+// startEngines runs provision.sh, which starts what is not running. Never
+// fresh: that would remove the test images under the tests still running.
 func startEngines(t *testing.T) {
 	t.Helper()
 	_, thisFile, _, _ := runtime.Caller(0)
 	cmd := exec.Command("bash", filepath.Join(filepath.Dir(thisFile), "provision.sh"))
+	cmd.Env = append(os.Environ(), "BERTH_FRESH=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("restart the engines with provision.sh: %v\n%s", err, out)
 	}
