@@ -86,6 +86,12 @@ type Upstream interface {
 	// ErrNotRunning.
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
+	// Stop stops a container as POST /containers/{id}/stop with the
+	// timeout t (seconds, "" for the container's own) and signal would.
+	Stop(ctx context.Context, id, t, signal string) error
+	// Images returns the images whose references match ref (a
+	// repository name matches all its tags).
+	Images(ctx context.Context, ref string) ([]Object, error)
 }
 
 // ErrNotRunning is what [Upstream.Pause] returns for a container that is
@@ -263,7 +269,7 @@ func (r *request) check() error {
 	if err := r.route(strings.Split(p[1:], "/")); err != nil {
 		return err
 	}
-	r.URL.RawQuery = query.Encode()
+	r.URL.RawQuery = r.query.Encode()
 	return nil
 }
 
@@ -275,18 +281,24 @@ type request struct {
 	prefix string
 	query  url.Values
 	// held is released once the daemon has answered the request.
-	held []func()
+	held   []func()
+	heldMu sync.Mutex
 	// rewrite, if set, edits the daemon's answer.
 	rewrite func(*http.Response) error
 }
 
 func (r *request) hold(release func()) { r.held = append(r.held, release) }
 
+// releaseHeld releases what the request holds, once: it may be called from
+// the answer's headers and again when the answer ends.
 func (r *request) releaseHeld() {
-	for i := len(r.held) - 1; i >= 0; i-- {
-		r.held[i]()
-	}
+	r.heldMu.Lock()
+	held := r.held
 	r.held = nil
+	r.heldMu.Unlock()
+	for i := len(held) - 1; i >= 0; i-- {
+		held[i]()
+	}
 }
 
 func (r *request) setPath(segs ...string) { r.URL.Path = r.prefix + "/" + strings.Join(segs, "/") }
@@ -733,21 +745,45 @@ func (r *request) containers(segs []string) error {
 			return err
 		}
 		return r.noBody()
-	case action == "start" || action == "restart" || action == "unpause":
+	case action == "restart":
+		// A running container would go on running (and could swap its
+		// own bind sources) while its binds are checked, and the engine
+		// mounts them again when it stops and starts it. So the guard
+		// stops it first, then checks, then has the engine start it.
+		if err := r.noBody(); err != nil {
+			return err
+		}
+		if err := r.allowQuery("t", "signal"); err != nil {
+			return err
+		}
+		if err := r.f.up.Stop(r.ctx, id, r.query.Get("t"), r.query.Get("signal")); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("stop container %.12s for its restart: %w", id, err)
+		}
+		r.query = url.Values{}
+		segs[2] = "start"
+		r.setPath(segs...)
+		return r.holdStart(id)
+	case action == "start" || action == "unpause":
 		if err := r.noBody(); err != nil {
 			return err
 		}
 		return r.holdStart(id)
 	case action == "attach" || action == "attach/ws":
 		// Podman's attach initialises a created container, which mounts
-		// its binds: check them as for a start. The stream lasts as long
-		// as the container, so nothing is held past the check.
+		// its binds: check them as for a start, and hold until the
+		// engine's answer begins. The stream lasts as long as the
+		// container, so nothing is held past that.
 		if err := r.noBody(); err != nil {
 			return err
 		}
-		err := r.holdStart(id)
-		r.releaseHeld()
-		return err
+		if err := r.holdStart(id); err != nil {
+			return err
+		}
+		r.rewrite = func(*http.Response) error {
+			r.releaseHeld()
+			return nil
+		}
+		return nil
 	case rl.body == "update":
 		var upd container.UpdateConfig
 		if err := r.decode(&upd); err != nil {
@@ -772,12 +808,21 @@ func (r *request) containers(segs []string) error {
 			return refuse("privileged exec is not allowed")
 		}
 		return r.encode(&opts)
-	case rl.body == "tar" && m == http.MethodPut:
-		// The upload may write into a bind source: not while a start's
-		// binds are being checked.
-		r.f.startMu.RLock()
-		r.hold(r.f.startMu.RUnlock)
-		return r.tarBody()
+	case action == "archive":
+		// The engine mounts a container's binds again for every copy into
+		// or out of it, following symlinks as at a start, while the job
+		// (the docker CLI streaming the copy among it) runs: no pause can
+		// cover that. Containers with host binds have no docker cp.
+		obj, err := r.f.up.Container(r.ctx, id)
+		if err != nil {
+			return fmt.Errorf("look up container %q: %w", id, err)
+		}
+		if len(obj.Binds) > 0 {
+			return refuse("docker cp is not available for a container with bind mounts (%s): the engine would mount them again for the copy; copy through the builds directory, which the container binds, instead", strings.Join(obj.Binds, ", "))
+		}
+		if m == http.MethodPut {
+			return r.tarBody()
+		}
 	}
 	return r.noBody()
 }
@@ -1050,6 +1095,12 @@ func (r *request) createNetwork() error {
 	}
 	if req.IPAM != nil && (req.IPAM.Driver != "" && req.IPAM.Driver != "default" || len(req.IPAM.Options) > 0) {
 		return refuse("IPAM drivers and options are not allowed")
+	}
+	// A subnet of the job's choosing could take the engine's address pools
+	// from every later job, or route the host's traffic to a job's
+	// container (a subnet around a resolver or the metadata address).
+	if req.IPAM != nil && len(req.IPAM.Config) > 0 {
+		return refuse("choosing a network's subnet, range or gateway is not allowed; the engine picks them")
 	}
 	req.Labels = r.f.withLabels(req.Labels)
 	return r.encode(&req)

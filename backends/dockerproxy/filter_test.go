@@ -37,6 +37,7 @@ type fakeUpstream struct{}
 
 var fakeContainers = map[string]Object{
 	"own":     {ID: "own0000000000000000000000000000000000000000000000000000000000001", Labels: jobLabels},
+	"bound":   {ID: "own0000000000000000000000000000000000000000000000000000000000003", Labels: jobLabels, Binds: []string{"/builds/x"}},
 	"own2":    {ID: "own0000000000000000000000000000000000000000000000000000000000002", Labels: jobLabels},
 	"foreign": {ID: "for0000000000000000000000000000000000000000000000000000000000001", Labels: otherJob},
 	"hostctr": {ID: "hst0000000000000000000000000000000000000000000000000000000000001"},
@@ -115,6 +116,18 @@ func (fakeUpstream) Image(_ context.Context, ref string) (Object, error) {
 
 func (fakeUpstream) RunningContainers(context.Context, map[string]string) ([]string, error) {
 	return nil, nil
+}
+
+func (fakeUpstream) Stop(context.Context, string, string, string) error { return nil }
+
+func (fakeUpstream) Images(_ context.Context, ref string) ([]Object, error) {
+	var out []Object
+	for name, obj := range fakeImages {
+		if name == ref || strings.HasPrefix(name, ref+":") {
+			out = append(out, obj)
+		}
+	}
+	return out, nil
 }
 
 func (fakeUpstream) Pause(context.Context, string) error   { return nil }
@@ -222,24 +235,33 @@ var filterCases = map[string]filterCase{
 	// Image names: new ones and the project's own may be given; shared
 	// and other projects' may not be moved, and other projects' images not
 	// used at all.
-	"tag to a new name":          {method: "POST", target: "/v1.41/images/busybox/tag?repo=mine&tag=1"},
-	"tag own over own":           {method: "POST", target: "/v1.41/images/ownbuilt:1/tag?repo=ownbuilt&tag=1"},
-	"tag over berth's helper":    {method: "POST", target: "/v1.41/images/busybox/tag?repo=berth-test/helper&tag=latest", wantStatus: 403, wantMsg: `image name "berth-test/helper:latest" is taken`},
-	"tag over a pulled image":    {method: "POST", target: "/v1.41/images/ownbuilt:1/tag?repo=busybox", wantStatus: 403, wantMsg: "is taken"},
-	"tag a foreign image":        {method: "POST", target: "/v1.41/images/foreignbuilt:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
-	"tag another runner's image": {method: "POST", target: "/v1.41/images/otherrunner:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
-	"tag without repo":           {method: "POST", target: "/v1.41/images/busybox/tag", wantStatus: 403, wantMsg: "needs repo"},
-	"build over the helper":      {method: "POST", target: "/v1.41/build?t=ok:1&t=berth-test/helper:latest", contentType: "application/x-tar", body: "tar", wantStatus: 403, wantMsg: "is taken"},
-	"run a foreign image":        {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"foreignbuilt:1"}`, wantStatus: 403, wantMsg: "another project's job"},
-	"run an own image":           {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"ownbuilt:1"}`},
-	"inspect a foreign image":    {method: "GET", target: "/v1.41/images/foreignbuilt:1/json", wantStatus: 403, wantMsg: "another project's job"},
-	"history of a foreign image": {method: "GET", target: "/v1.41/images/foreignbuilt:1/history", wantStatus: 403, wantMsg: "another project's job"},
-	"save a foreign image":       {method: "GET", target: "/v1.41/images/get?names=busybox&names=foreignbuilt:1", wantStatus: 403, wantMsg: "another project's job"},
-	"push a foreign image":       {method: "POST", target: "/v1.41/images/foreignbuilt:1/push", wantStatus: 403, wantMsg: "another project's job"},
-	"remove the helper":          {method: "DELETE", target: "/v1.41/images/berth-test/helper:latest", wantStatus: 403, wantMsg: "may remove only images its project built"},
-	"remove a foreign image":     {method: "DELETE", target: "/v1.41/images/foreignbuilt:1", wantStatus: 403, wantMsg: "may remove only"},
-	"remove an own image":        {method: "DELETE", target: "/v1.41/images/ownbuilt:1"},
-	"image lookup fails":         {method: "DELETE", target: "/v1.41/images/brokenimage", wantStatus: -1},
+	"tag to a new name":                {method: "POST", target: "/v1.41/images/busybox/tag?repo=mine&tag=1"},
+	"tag own over own":                 {method: "POST", target: "/v1.41/images/ownbuilt:1/tag?repo=ownbuilt&tag=1"},
+	"tag over berth's helper":          {method: "POST", target: "/v1.41/images/busybox/tag?repo=berth-test/helper&tag=latest", wantStatus: 403, wantMsg: `image name "berth-test/helper:latest" is taken`},
+	"tag over a pulled image":          {method: "POST", target: "/v1.41/images/ownbuilt:1/tag?repo=busybox", wantStatus: 403, wantMsg: "is taken"},
+	"tag a foreign image":              {method: "POST", target: "/v1.41/images/foreignbuilt:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
+	"tag another runner's image":       {method: "POST", target: "/v1.41/images/otherrunner:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
+	"tag without repo":                 {method: "POST", target: "/v1.41/images/busybox/tag", wantStatus: 403, wantMsg: "needs repo"},
+	"build over the helper":            {method: "POST", target: "/v1.41/build?t=ok:1&t=berth-test/helper:latest", contentType: "application/x-tar", body: "tar", wantStatus: 403, wantMsg: "is taken"},
+	"run a foreign image":              {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"foreignbuilt:1"}`, wantStatus: 403, wantMsg: "another project's job"},
+	"run an own image":                 {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"ownbuilt:1"}`},
+	"inspect a foreign image":          {method: "GET", target: "/v1.41/images/foreignbuilt:1/json", wantStatus: 403, wantMsg: "another project's job"},
+	"history of a foreign image":       {method: "GET", target: "/v1.41/images/foreignbuilt:1/history", wantStatus: 403, wantMsg: "another project's job"},
+	"save a foreign image":             {method: "GET", target: "/v1.41/images/get?names=busybox&names=foreignbuilt:1", wantStatus: 403, wantMsg: "another project's job"},
+	"push a foreign image":             {method: "POST", target: "/v1.41/images/foreignbuilt/push?tag=1", wantStatus: 403, wantMsg: "another project's job"},
+	"push every tag":                   {method: "POST", target: "/v1.41/images/foreignbuilt/push", wantStatus: 403, wantMsg: "needs a tag"},
+	"save a repository":                {method: "GET", target: "/v1.41/images/get?names=foreignbuilt", wantStatus: 403, wantMsg: `repository "foreignbuilt" holds an image another project's job built`},
+	"save a repository by path":        {method: "GET", target: "/v1.41/images/foreignbuilt/get", wantStatus: 403, wantMsg: "holds an image another project's job built"},
+	"save a shared repository":         {method: "GET", target: "/v1.41/images/get?names=busybox"},
+	"network with a subnet":            {method: "POST", target: "/v1.41/networks/create", contentType: ct, body: `{"Name":"n","IPAM":{"Config":[{"Subnet":"172.16.0.0/12"}]}}`, wantStatus: 403, wantMsg: "subnet"},
+	"update pids to unlimited":         {method: "POST", target: "/v1.41/containers/own/update", contentType: ct, body: `{"PidsLimit":-1}`},
+	"build with cpu shares":            {method: "POST", target: "/v1.41/build?cpushares=262144", contentType: "application/x-tar", body: "tar", wantStatus: 403, wantMsg: "CPU shares of 262144"},
+	"cp out of a container with binds": {method: "GET", target: "/v1.41/containers/bound/archive?path=/data", wantStatus: 403, wantMsg: "docker cp is not available for a container with bind mounts"},
+	"cp into a container with binds":   {method: "PUT", target: "/v1.41/containers/bound/archive?path=/data", contentType: "application/x-tar", body: "tar", wantStatus: 403, wantMsg: "docker cp is not available"},
+	"remove the helper":                {method: "DELETE", target: "/v1.41/images/berth-test/helper:latest", wantStatus: 403, wantMsg: "may remove only images its project built"},
+	"remove a foreign image":           {method: "DELETE", target: "/v1.41/images/foreignbuilt:1", wantStatus: 403, wantMsg: "may remove only"},
+	"remove an own image":              {method: "DELETE", target: "/v1.41/images/ownbuilt:1"},
+	"image lookup fails":               {method: "DELETE", target: "/v1.41/images/brokenimage", wantStatus: -1},
 
 	// Names in berth's namespace, which a later job's prepare would use.
 	"container named like berth's": {method: "POST", target: "/v1.41/containers/create?name=berth-r1-8-build", contentType: ct, body: `{"Image":"busybox"}`, wantStatus: 403, wantMsg: `names starting with "berth-" are berth's own`},

@@ -2,12 +2,16 @@ package dockerproxy
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -82,6 +86,27 @@ func (r *request) imageSource(ref string) error {
 	return nil
 }
 
+// repositorySource checks every image a reference may stand for: a name
+// without a tag or digest is all of the repository's tags to save.
+func (r *request) repositorySource(ref string) error {
+	if err := r.imageSource(ref); err != nil {
+		return err
+	}
+	if named, err := reference.ParseNormalizedNamed(ref); err != nil || !reference.IsNameOnly(named) {
+		return nil
+	}
+	images, err := r.f.up.Images(r.ctx, ref)
+	if err != nil {
+		return fmt.Errorf("list the images of %q: %w", ref, err)
+	}
+	for _, img := range images {
+		if r.f.imageKind(img.Labels) == imageForeign {
+			return refuse("repository %q holds an image another project's job built, which may hold its secrets; name the tag you want", ref)
+		}
+	}
+	return nil
+}
+
 // imageTarget checks a name the job gives an image (tag, build -t, load):
 // a new name, one it gave itself, or one that points at an image of its own
 // project.
@@ -112,7 +137,7 @@ func (r *request) images(segs []string) error {
 			return r.noBody()
 		case segs[1] == "get" && m == http.MethodGet:
 			for _, name := range r.query["names"] {
-				if err := r.imageSource(name); err != nil {
+				if err := r.repositorySource(name); err != nil {
 					return err
 				}
 			}
@@ -175,8 +200,13 @@ func (r *request) images(segs []string) error {
 	}
 	name := strings.Join(segs[1:len(segs)-1], "/")
 	switch last := segs[len(segs)-1]; {
-	case (last == "json" || last == "history" || last == "get") && m == http.MethodGet:
+	case (last == "json" || last == "history") && m == http.MethodGet:
 		if err := r.imageSource(name); err != nil {
+			return err
+		}
+		return r.noBody()
+	case last == "get" && m == http.MethodGet:
+		if err := r.repositorySource(name); err != nil {
 			return err
 		}
 		return r.noBody()
@@ -184,7 +214,16 @@ func (r *request) images(segs []string) error {
 		if err := r.f.checkImageRegistry(name, "push"); err != nil {
 			return err
 		}
-		if err := r.imageSource(name); err != nil {
+		// Without a tag the engine pushes every tag of the repository.
+		tag := r.query.Get("tag")
+		if tag == "" {
+			return refuse("push of %q needs a tag; pushing every tag of a repository is not available", name)
+		}
+		ref := name + ":" + tag
+		if strings.Contains(tag, ":") {
+			ref = name + "@" + tag
+		}
+		if err := r.imageSource(ref); err != nil {
 			return err
 		}
 		return r.noBody()
@@ -210,7 +249,9 @@ func (r *request) images(segs []string) error {
 
 // checkLoad reads a loaded archive before the engine sees any of it,
 // spooled to a file, and checks every name it would give: the engine tags
-// as it loads, so there is no checking afterwards.
+// as it loads, so there is no checking afterwards. The engine then gets the
+// archive as the guard read it, written anew: uncompressed, every entry
+// under its clean name, so that it cannot read names the guard did not.
 func (r *request) checkLoad() error {
 	if r.Body == nil || !r.hasBody() {
 		return nil
@@ -220,113 +261,187 @@ func (r *request) checkLoad() error {
 		return fmt.Errorf("spool the image archive: %w", err)
 	}
 	os.Remove(spool.Name()) // the open file stays until closed
+	defer spool.Close()
 	if _, err := io.Copy(spool, r.Body); err != nil {
-		spool.Close()
 		return fmt.Errorf("read the image archive: %w", err)
 	}
-	names, err := archiveNames(spool)
+	checked, err := os.CreateTemp(r.f.spoolDir, "load-checked-*.tar")
 	if err != nil {
-		spool.Close()
+		return fmt.Errorf("spool the image archive: %w", err)
+	}
+	os.Remove(checked.Name())
+	names, err := rewriteArchive(spool, checked)
+	if err != nil {
+		checked.Close()
+		var refusal *Refusal
+		if errors.As(err, &refusal) {
+			return err
+		}
 		return refuse("POST %s: %v", r.URL.Path, err)
 	}
 	for _, name := range names {
 		if err := r.imageTarget(name); err != nil {
-			spool.Close()
+			checked.Close()
 			return err
 		}
 	}
-	size, err := spool.Seek(0, io.SeekEnd)
+	size, err := checked.Seek(0, io.SeekEnd)
 	if err == nil {
-		_, err = spool.Seek(0, io.SeekStart)
+		_, err = checked.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		spool.Close()
+		checked.Close()
 		return fmt.Errorf("rewind the image archive: %w", err)
 	}
-	r.Body = spool
+	r.Body = checked
 	r.ContentLength = size
 	r.TransferEncoding = nil
 	r.Header.Del("Transfer-Encoding")
 	r.Header.Set("Content-Length", fmt.Sprint(size))
-	r.hold(func() { spool.Close() })
+	r.Header.Set("Content-Type", "application/x-tar")
+	r.hold(func() { checked.Close() })
 	return nil
 }
 
-// archiveNames lists the image names a docker-archive or OCI archive
-// gives: manifest.json's RepoTags, the legacy repositories file, and
-// index.json's name annotations.
-func archiveNames(f *os.File) ([]string, error) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+// nameFiles are the archive entries that give images names.
+var nameFiles = map[string]bool{"manifest.json": true, "repositories": true, "index.json": true}
+
+// rewriteArchive reads the archive in src (a tar, or a gzip of one, as the
+// engines accept; other compressions are refused), writes it to dst as a
+// plain tar with every entry under its clean name, and returns the image
+// names it gives. It refuses what could make the engine read a name file
+// the guard did not: an unclean, absolute or escaping entry name, a name
+// file that is not a regular file, and an entry below a symlink.
+func rewriteArchive(src, dst *os.File) ([]string, error) {
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
+	in := bufio.NewReader(src)
+	magic, _ := in.Peek(6)
+	var stream io.Reader = in
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		gz, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, fmt.Errorf("the image archive is not a readable gzip: %v", err)
+		}
+		defer gz.Close()
+		stream = gz
+	case bytes.HasPrefix(magic, []byte("BZh")), bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}), bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return nil, errors.New("the image archive is compressed with bzip2, xz or zstd; load it uncompressed or gzipped")
+	}
+	tr := tar.NewReader(stream)
+	tw := tar.NewWriter(dst)
+	symlinks := map[string]bool{}
 	var names []string
-	tr := tar.NewReader(f)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return names, nil
+			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("the image archive is not a readable tar: %v", err)
 		}
 		name := strings.TrimPrefix(hdr.Name, "./")
-		if name != "manifest.json" && name != "repositories" && name != "index.json" {
+		trimmed := strings.TrimSuffix(name, "/")
+		clean := path.Clean(trimmed)
+		if trimmed == "" || clean != trimmed || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return nil, fmt.Errorf("the image archive's entry %q is not a clean relative name", hdr.Name)
+		}
+		for dir := path.Dir(clean); dir != "."; dir = path.Dir(dir) {
+			if symlinks[dir] {
+				return nil, fmt.Errorf("the image archive's entry %q lies below the symlink %q", hdr.Name, dir)
+			}
+		}
+		if hdr.Typeflag == tar.TypeSymlink {
+			symlinks[clean] = true
+		}
+		hdr.Name = clean
+		if hdr.Typeflag == tar.TypeDir {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("write the checked archive: %w", err)
+		}
+		if !nameFiles[clean] {
+			if _, err := io.Copy(tw, tr); err != nil {
+				return nil, fmt.Errorf("copy the archive's %s: %w", clean, err)
+			}
 			continue
 		}
+		if hdr.Typeflag != tar.TypeReg {
+			return nil, fmt.Errorf("the image archive's %s is not a regular file", clean)
+		}
 		if hdr.Size > maxLoadManifest {
-			return nil, fmt.Errorf("the archive's %s of %d bytes is over the %d byte limit", name, hdr.Size, maxLoadManifest)
+			return nil, fmt.Errorf("the archive's %s of %d bytes is over the %d byte limit", clean, hdr.Size, maxLoadManifest)
 		}
 		data, err := io.ReadAll(tr)
 		if err != nil {
-			return nil, fmt.Errorf("read the archive's %s: %v", name, err)
+			return nil, fmt.Errorf("read the archive's %s: %v", clean, err)
 		}
-		switch name {
-		case "manifest.json":
-			var manifest []struct{ RepoTags []string }
-			if err := json.Unmarshal(data, &manifest); err != nil {
-				return nil, fmt.Errorf("the archive's manifest.json: %v", err)
+		if _, err := tw.Write(data); err != nil {
+			return nil, fmt.Errorf("write the checked archive: %w", err)
+		}
+		found, err := archiveFileNames(clean, data)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, found...)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("write the checked archive: %w", err)
+	}
+	return names, nil
+}
+
+// archiveFileNames lists the image names one name file gives:
+// manifest.json's RepoTags, the legacy repositories file's, and index.json's
+// name annotations.
+func archiveFileNames(name string, data []byte) ([]string, error) {
+	var names []string
+	switch name {
+	case "manifest.json":
+		var manifest []struct{ RepoTags []string }
+		if err := json.Unmarshal(data, &manifest); err != nil {
+			return nil, fmt.Errorf("the archive's manifest.json: %v", err)
+		}
+		for _, m := range manifest {
+			names = append(names, m.RepoTags...)
+		}
+	case "repositories":
+		var repos map[string]map[string]string
+		if err := json.Unmarshal(data, &repos); err != nil {
+			return nil, fmt.Errorf("the archive's repositories file: %v", err)
+		}
+		for repo, tags := range repos {
+			for tag := range tags {
+				names = append(names, repo+":"+tag)
 			}
-			for _, m := range manifest {
-				names = append(names, m.RepoTags...)
-			}
-		case "repositories":
-			var repos map[string]map[string]string
-			if err := json.Unmarshal(data, &repos); err != nil {
-				return nil, fmt.Errorf("the archive's repositories file: %v", err)
-			}
-			for repo, tags := range repos {
-				for tag := range tags {
-					names = append(names, repo+":"+tag)
-				}
-			}
-		case "index.json":
-			var index struct {
-				Manifests []struct{ Annotations map[string]string }
-			}
-			if err := json.Unmarshal(data, &index); err != nil {
-				return nil, fmt.Errorf("the archive's index.json: %v", err)
-			}
-			for _, m := range index.Manifests {
-				for _, k := range []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"} {
-					if v := m.Annotations[k]; v != "" {
-						names = append(names, v)
-					}
+		}
+	case "index.json":
+		var index struct {
+			Manifests []struct{ Annotations map[string]string }
+		}
+		if err := json.Unmarshal(data, &index); err != nil {
+			return nil, fmt.Errorf("the archive's index.json: %v", err)
+		}
+		for _, m := range index.Manifests {
+			for _, k := range []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"} {
+				if v := m.Annotations[k]; v != "" {
+					names = append(names, v)
 				}
 			}
 		}
 	}
+	return names, nil
 }
 
 // nameKey is the form of an image name the job's given names are kept in:
-// the normalised reference (docker.io/library/busybox:latest for busybox),
-// or the name itself where it does not parse.
-func nameKey(name string) string {
-	named, err := reference.ParseNormalizedNamed(name)
-	if err != nil {
-		return name
-	}
-	return reference.TagNameOnly(named).String()
-}
+// the name exactly as the job wrote it. A normalised form would join names
+// that an engine tells apart (Podman resolves a short name to localhost/
+// first, index.docker.io/x is a name of its own to it), so that a new name
+// could stand for an existing one.
+func nameKey(name string) string { return name }
 
 // gaveName records that the job gave an image name that was new.
 func (f *Filter) gaveName(name string) {

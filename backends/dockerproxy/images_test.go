@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http/httptest"
@@ -107,10 +108,104 @@ func TestAJobMayRemoveNamesItGave(t *testing.T) {
 	if err := check("POST", "/v1.41/images/create?fromImage=newly/pulled&tag=2"); err != nil {
 		t.Fatal(err)
 	}
-	if !f.gave("docker.io/newly/pulled:2") {
-		t.Error("a pull of a new name did not record it as given, in its normalised form")
+	if !f.gave("newly/pulled:2") {
+		t.Error("a pull of a new name did not record it as given")
+	}
+	// Names are kept as written: another spelling that an engine may tell
+	// apart is not the same name (Podman: localhost/ first).
+	if f.gave("docker.io/newly/pulled:2") || f.gave("index.docker.io/newly/pulled:2") {
+		t.Error("another spelling of a given name counts as given")
 	}
 	if f.gave("busybox") {
 		t.Error("a shared name counts as given")
+	}
+}
+
+// tarEntries builds a tar of headers and contents in order.
+func tarEntries(t *testing.T, entries ...tar.Header) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range entries {
+		content := h.Linkname
+		if h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink {
+			content = ""
+		} else {
+			h.Linkname = ""
+		}
+		h.Size = int64(len(content))
+		if h.Mode == 0 {
+			h.Mode = 0o644
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// The engine cleans entry names, follows symlinked directories and
+// decompresses what it loads: none of it may hide a name from the guard.
+func TestLoadCannotHideNamesFromTheGuard(t *testing.T) {
+	evil := `[{"RepoTags":["berth-test/helper:latest"]}]`
+	reg := func(name, content string) tar.Header {
+		return tar.Header{Name: name, Typeflag: tar.TypeReg, Linkname: content}
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(tarEntries(t, reg("manifest.json", evil)))
+	_ = zw.Close()
+	for name, tc := range map[string]struct {
+		body []byte
+		want string
+	}{
+		"dot-dot name":        {tarEntries(t, reg("x/../manifest.json", evil)), "not a clean relative name"},
+		"double slash":        {tarEntries(t, reg(".//manifest.json", evil)), "not a clean relative name"},
+		"absolute name":       {tarEntries(t, reg("/manifest.json", evil)), "not a clean relative name"},
+		"below a symlink":     {tarEntries(t, tar.Header{Name: "x", Typeflag: tar.TypeSymlink, Linkname: "."}, reg("x/manifest.json", evil)), "below the symlink"},
+		"manifest as symlink": {tarEntries(t, reg("evil.json", evil), tar.Header{Name: "manifest.json", Typeflag: tar.TypeSymlink, Linkname: "evil.json"}), "not a regular file"},
+		"gzipped":             {gz.Bytes(), `"berth-test/helper:latest" is taken`},
+		"bzip2":               {append([]byte("BZh91AY&SY"), make([]byte, 600)...), "bzip2, xz or zstd"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir()}, fakeUpstream{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("POST", "/v1.41/images/load", bytes.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/x-tar")
+			_, err = f.CheckHold(context.Background(), req)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want a refusal containing %q", err, tc.want)
+			}
+		})
+	}
+	// A gzipped archive with a new name goes to the engine uncompressed,
+	// as the guard read it.
+	var ok bytes.Buffer
+	zw = gzip.NewWriter(&ok)
+	_, _ = zw.Write(tarEntries(t, reg("manifest.json", `[{"RepoTags":["mine:1"]}]`)))
+	_ = zw.Close()
+	f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir()}, fakeUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/v1.41/images/load", bytes.NewReader(ok.Bytes()))
+	req.Header.Set("Content-Type", "application/x-tar")
+	release, err := f.CheckHold(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	tr := tar.NewReader(req.Body)
+	hdr, err := tr.Next()
+	if err != nil || hdr.Name != "manifest.json" {
+		t.Fatalf("got %v %v, want the plain tar's manifest.json", hdr, err)
 	}
 }

@@ -109,7 +109,8 @@ func (c Ceilings) bound(res *container.Resources, update bool) error {
 		switch {
 		case res.PidsLimit != nil && *res.PidsLimit > c.PidsLimit:
 			return tooMuch("pids-limit", *res.PidsLimit, c.PidsLimit)
-		case res.PidsLimit != nil && *res.PidsLimit < 0:
+		case res.PidsLimit != nil && *res.PidsLimit < 0, update && res.PidsLimit != nil && *res.PidsLimit == 0:
+			// On update the engine reads 0 as unlimited, too.
 			return refuse("an unlimited pids-limit is not allowed under the runner's ceiling of %d", c.PidsLimit)
 		case (res.PidsLimit == nil || *res.PidsLimit == 0) && !update:
 			limit := c.PidsLimit
@@ -250,6 +251,12 @@ func (r *request) boundBuild() error {
 		return err
 	}
 	if res.CPUPeriod, err = num("cpuperiod"); err != nil {
+		return err
+	}
+	if res.CPUShares, err = num("cpushares"); err != nil {
+		return err
+	}
+	if err := checkResources(&res); err != nil {
 		return err
 	}
 	if raw := r.query.Get("ulimits"); raw != "" {

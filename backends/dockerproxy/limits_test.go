@@ -60,6 +60,7 @@ func TestAskingForMoreThanTheCeilingsIsRefused(t *testing.T) {
 		"ulimit":           {"POST", "/v1.41/containers/create", ct, create(`{"Ulimits":[{"Name":"nofile","Soft":4096,"Hard":4096}]}`), "ulimit nofile=4096:4096"},
 		"update memory":    {"POST", "/v1.41/containers/own/update", ct, `{"Memory":2147483648}`, "memory of 2147483648"},
 		"update pids":      {"POST", "/v1.41/containers/own/update", ct, `{"PidsLimit":-1}`, "unlimited pids-limit"},
+		"update pids zero": {"POST", "/v1.41/containers/own/update", ct, `{"PidsLimit":0}`, "unlimited pids-limit"},
 		"build memory":     {"POST", "/v1.41/build?memory=2147483648", "application/x-tar", "tar", "memory of 2147483648"},
 		"build shm":        {"POST", "/v1.41/build?shmsize=68719476736", "application/x-tar", "tar", "build shmsize"},
 	} {

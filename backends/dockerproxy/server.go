@@ -12,12 +12,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -165,6 +167,9 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 type clientUpstream struct{ cli *client.Client }
 
 func notFoundErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	if cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
@@ -219,6 +224,30 @@ func (c clientUpstream) Image(ctx context.Context, ref string) (Object, error) {
 		obj.Labels = info.Config.Labels
 	}
 	return obj, nil
+}
+
+func (c clientUpstream) Stop(ctx context.Context, id, t, signal string) error {
+	opts := container.StopOptions{Signal: signal}
+	if t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil {
+			return &Refusal{Status: http.StatusBadRequest, Message: fmt.Sprintf("berth guarded Docker socket: restart timeout %q is not a number of seconds", t)}
+		}
+		opts.Timeout = &n
+	}
+	return notFoundErr(c.cli.ContainerStop(ctx, id, opts))
+}
+
+func (c clientUpstream) Images(ctx context.Context, ref string) ([]Object, error) {
+	list, err := c.cli.ImageList(ctx, image.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("reference", ref))})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Object, 0, len(list))
+	for _, img := range list {
+		out = append(out, Object{ID: img.ID, Labels: img.Labels})
+	}
+	return out, nil
 }
 
 func (c clientUpstream) RunningContainers(ctx context.Context, selector map[string]string) ([]string, error) {

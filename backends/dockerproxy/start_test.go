@@ -39,6 +39,11 @@ func (u *startUpstream) Container(ctx context.Context, ref string) (Object, erro
 	return obj, err
 }
 
+func (u *startUpstream) Stop(_ context.Context, id, t, _ string) error {
+	u.record("stop " + id[:3] + " t=" + t)
+	return nil
+}
+
 func (u *startUpstream) RunningContainers(context.Context, map[string]string) ([]string, error) {
 	return u.running, nil
 }
@@ -175,5 +180,34 @@ func TestArchiveUploadWaitsForAStart(t *testing.T) {
 	release()
 	if err := <-done; err != nil {
 		t.Fatalf("got %v, want the upload forwarded after the start", err)
+	}
+}
+
+// A restart is a stop by the guard, then a checked start: the running
+// container must not run while its binds are checked.
+func TestRestartStopsBeforeTheCheckedStart(t *testing.T) {
+	dir := testBuildsDir(t)
+	up := &startUpstream{binds: []string{filepath.Join(dir, "project", "escape")}}
+	f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels}, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/v1.41/containers/own/restart?t=3", nil)
+	_, err = f.CheckHold(context.Background(), req)
+	if err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Fatalf("got %v, want the swapped bind refused", err)
+	}
+	if want := []string{"inspect own", "stop own t=3", "inspect own"}; !slices.Equal(up.events, want) {
+		t.Errorf("got %q, want %q", up.events, want)
+	}
+	up.binds, up.events = nil, nil
+	req = httptest.NewRequest("POST", "/v1.41/containers/own/restart?t=3", nil)
+	release, err := f.CheckHold(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if req.URL.Path != "/v1.41/containers/"+fakeContainers["own"].ID+"/start" || req.URL.RawQuery != "" {
+		t.Errorf("got %s?%s, want a start of the container", req.URL.Path, req.URL.RawQuery)
 	}
 }
