@@ -56,56 +56,47 @@ func hostSecretDir(t *testing.T) (dir, secret string) {
 // guard must refuse each start and the host directory must never be
 // mounted.
 func TestGuardBindSourceSwappedAfterCreate(t *testing.T) {
-	for _, backend := range []string{"socket", "podman"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			var e *env
-			if backend == "podman" {
-				e = newPodmanEnv(t, options{})
-			} else {
-				e = newEnv(t, options{})
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		secretDir, secret := hostSecretDir(t)
+		job := e.job(261)
+		job.Script = []string{
+			`swap="$CI_PROJECT_DIR/swap"; mkdir -p "$swap/real"; echo in-builds > "$swap/real/marker"`,
+			// create while the source is a real directory, then swap
+			`docker create --name "swap-$CI_JOB_ID" -v "$swap/real:/h" ` + busyboxImage + ` cat /h/marker`,
+			`mv "$swap/real" "$swap/real.orig" && ln -s ` + secretDir + ` "$swap/real"`,
+			`if docker start -a "swap-$CI_JOB_ID"; then echo RESULT start-allowed; else echo RESULT start-refused; fi`,
+			// restart: start it once with the real directory back, swap, restart
+			`rm "$swap/real" && mv "$swap/real.orig" "$swap/real"`,
+			`docker start -a "swap-$CI_JOB_ID"`,
+			`mv "$swap/real" "$swap/real.orig" && ln -s ` + secretDir + ` "$swap/real"`,
+			`if docker restart "swap-$CI_JOB_ID"; then echo RESULT restart-allowed; else echo RESULT restart-refused; fi`,
+			`docker logs "swap-$CI_JOB_ID"`,
+			// a symlink above the bound directory, and a Mounts bind
+			`rm "$swap/real" && mv "$swap/real.orig" "$swap/real"`,
+			`docker create --name "swap2-$CI_JOB_ID" --mount "type=bind,source=$swap/real,target=/h" ` + busyboxImage + ` cat /h/marker`,
+			`mv "$swap" "$swap.orig" && mkdir -p "$(dirname "$swap")" && ln -s ` + filepath.Dir(secretDir) + ` "$swap"`,
+			`if docker start -a "swap2-$CI_JOB_ID"; then echo RESULT mount-allowed; else echo RESULT mount-refused; fi`,
+			`rm "$swap" && mv "$swap.orig" "$swap"`,
+			// the restart policy that would start it behind the guard's back
+			`if docker run -d --restart always ` + busyboxImage + ` true; then echo RESULT policy-allowed; else echo RESULT policy-refused; fi`,
+		}
+		res := e.run(job)
+		requireSuccess(t, res)
+		out, _ := res.Stage("build_script")
+		for _, want := range []string{"RESULT start-refused", "RESULT restart-refused", "RESULT mount-refused", "RESULT policy-refused",
+			"berth guarded Docker socket: bind source", "is a symlink", "restart policy \"always\" is not allowed"} {
+			if !strings.Contains(out.Output, want) {
+				t.Errorf("build_script output lacks %q:\n%s", want, out.Output)
 			}
-			secretDir, secret := hostSecretDir(t)
-			job := e.job(261)
-			job.Script = []string{
-				`swap="$CI_PROJECT_DIR/swap"; mkdir -p "$swap/real"; echo in-builds > "$swap/real/marker"`,
-				// create while the source is a real directory, then swap
-				`docker create --name "swap-$CI_JOB_ID" -v "$swap/real:/h" ` + busyboxImage + ` cat /h/marker`,
-				`mv "$swap/real" "$swap/real.orig" && ln -s ` + secretDir + ` "$swap/real"`,
-				`if docker start -a "swap-$CI_JOB_ID"; then echo RESULT start-allowed; else echo RESULT start-refused; fi`,
-				// restart: start it once with the real directory back, swap, restart
-				`rm "$swap/real" && mv "$swap/real.orig" "$swap/real"`,
-				`docker start -a "swap-$CI_JOB_ID"`,
-				`mv "$swap/real" "$swap/real.orig" && ln -s ` + secretDir + ` "$swap/real"`,
-				`if docker restart "swap-$CI_JOB_ID"; then echo RESULT restart-allowed; else echo RESULT restart-refused; fi`,
-				`docker logs "swap-$CI_JOB_ID"`,
-				// a symlink above the bound directory, and a Mounts bind
-				`rm "$swap/real" && mv "$swap/real.orig" "$swap/real"`,
-				`docker create --name "swap2-$CI_JOB_ID" --mount "type=bind,source=$swap/real,target=/h" ` + busyboxImage + ` cat /h/marker`,
-				`mv "$swap" "$swap.orig" && mkdir -p "$(dirname "$swap")" && ln -s ` + filepath.Dir(secretDir) + ` "$swap"`,
-				`if docker start -a "swap2-$CI_JOB_ID"; then echo RESULT mount-allowed; else echo RESULT mount-refused; fi`,
-				`rm "$swap" && mv "$swap.orig" "$swap"`,
-				// the restart policy that would start it behind the guard's back
-				`if docker run -d --restart always ` + busyboxImage + ` true; then echo RESULT policy-allowed; else echo RESULT policy-refused; fi`,
-			}
-			res := e.run(job)
-			requireSuccess(t, res)
-			out, _ := res.Stage("build_script")
-			for _, want := range []string{"RESULT start-refused", "RESULT restart-refused", "RESULT mount-refused", "RESULT policy-refused",
-				"berth guarded Docker socket: bind source", "is a symlink", "restart policy \"always\" is not allowed"} {
-				if !strings.Contains(out.Output, want) {
-					t.Errorf("build_script output lacks %q:\n%s", want, out.Output)
-				}
-			}
-			if strings.Contains(out.Output, secret) {
-				t.Errorf("a job container read the host directory %s:\n%s", secretDir, out.Output)
-			}
-			if got, err := os.ReadFile(filepath.Join(secretDir, "marker")); err != nil || string(got) != secret+"\n" {
-				t.Errorf("the host marker changed: %q, %v", got, err)
-			}
-			e.assertNoResources()
-		})
-	}
+		}
+		if strings.Contains(out.Output, secret) {
+			t.Errorf("a job container read the host directory %s:\n%s", secretDir, out.Output)
+		}
+		if got, err := os.ReadFile(filepath.Join(secretDir, "marker")); err != nil || string(got) != secret+"\n" {
+			t.Errorf("the host marker changed: %q, %v", got, err)
+		}
+		e.assertNoResources()
+	})
 }
 
 // TestGuardBindSourceSwapRace keeps swapping a bound directory and a
@@ -209,64 +200,55 @@ func engineImageID(t *testing.T, backend, ref string) string {
 // and helper containers from the genuine image's id with its HEALTHCHECK
 // off.
 func TestGuardImageNamesCannotBeMoved(t *testing.T) {
-	for _, backend := range []string{"socket", "podman"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			var e *env
-			if backend == "podman" {
-				e = newPodmanEnv(t, options{})
-			} else {
-				e = newEnv(t, options{})
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		genuine := engineImageID(t, backend, helperImage)
+		a := e.job(271)
+		own := fmt.Sprintf("berth-it-own-%d:1", a.ID)
+		if backend == "podman" {
+			t.Cleanup(func() { removePodmanImage(t, requirePodman(t), "localhost/"+own) })
+		} else {
+			t.Cleanup(func() { removeImage(t, own) })
+		}
+		a.Script = []string{
+			resultFunc,
+			`step=tag res docker tag ` + busyboxImage + ` ` + helperImage,
+			`printf 'FROM ` + busyboxImage + `\nRUN echo evil > /evil\n' > Dockerfile`,
+			`step=build DOCKER_BUILDKIT=0 res docker build -q -t ` + helperImage + ` .`,
+			`step=rmi res docker rmi -f ` + helperImage,
+			// a new name of its own, saved, and loaded again under the
+			// helper's name
+			`step=own-tag res docker tag ` + busyboxImage + ` ` + own,
+			`docker save -o /tmp/own.tar ` + own + ` && mkdir -p /tmp/x && tar -C /tmp/x -xf /tmp/own.tar && rm -f /tmp/x/repositories`,
+			`sed -i 's|"RepoTags":\[[^]]*\]|"RepoTags":["` + helperImage + `"]|' /tmp/x/manifest.json && grep -o '"RepoTags":[^]]*]' /tmp/x/manifest.json`,
+			`tar -C /tmp/x -cf /tmp/evil.tar . && step=load res docker load -i /tmp/evil.tar`,
+		}
+		res := e.run(a)
+		requireSuccess(t, res)
+		out, _ := res.Stage("build_script")
+		for _, want := range []string{"RESULT tag refused", "RESULT build refused", "RESULT rmi refused", "RESULT own-tag allowed", "RESULT load refused",
+			`image name "` + helperImage + `" is taken`, "may remove only images its project built"} {
+			if !strings.Contains(out.Output, want) {
+				t.Errorf("job A's build_script lacks %q:\n%s", want, out.Output)
 			}
-			genuine := engineImageID(t, backend, helperImage)
-			a := e.job(271)
-			own := fmt.Sprintf("berth-it-own-%d:1", a.ID)
-			if backend == "podman" {
-				t.Cleanup(func() { removePodmanImage(t, requirePodman(t), "localhost/"+own) })
-			} else {
-				t.Cleanup(func() { removeImage(t, own) })
-			}
-			a.Script = []string{
-				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
-				`step=tag res docker tag ` + busyboxImage + ` ` + helperImage,
-				`printf 'FROM ` + busyboxImage + `\nRUN echo evil > /evil\n' > Dockerfile`,
-				`step=build DOCKER_BUILDKIT=0 res docker build -q -t ` + helperImage + ` .`,
-				`step=rmi res docker rmi -f ` + helperImage,
-				// a new name of its own, saved, and loaded again under the
-				// helper's name
-				`step=own-tag res docker tag ` + busyboxImage + ` ` + own,
-				`docker save -o /tmp/own.tar ` + own + ` && mkdir -p /tmp/x && tar -C /tmp/x -xf /tmp/own.tar && rm -f /tmp/x/repositories`,
-				`sed -i 's|"RepoTags":\[[^]]*\]|"RepoTags":["` + helperImage + `"]|' /tmp/x/manifest.json && grep -o '"RepoTags":[^]]*]' /tmp/x/manifest.json`,
-				`tar -C /tmp/x -cf /tmp/evil.tar . && step=load res docker load -i /tmp/evil.tar`,
-			}
-			res := e.run(a)
-			requireSuccess(t, res)
-			out, _ := res.Stage("build_script")
-			for _, want := range []string{"RESULT tag refused", "RESULT build refused", "RESULT rmi refused", "RESULT own-tag allowed", "RESULT load refused",
-				`image name "` + helperImage + `" is taken`, "may remove only images its project built"} {
-				if !strings.Contains(out.Output, want) {
-					t.Errorf("job A's build_script lacks %q:\n%s", want, out.Output)
-				}
-			}
-			if got := engineImageID(t, backend, helperImage); got != genuine {
-				t.Fatalf("after job A, %s is %s, want the genuine %s", helperImage, got, genuine)
-			}
+		}
+		if got := engineImageID(t, backend, helperImage); got != genuine {
+			t.Fatalf("after job A, %s is %s, want the genuine %s", helperImage, got, genuine)
+		}
 
-			b := e.job(272)
-			b.Script = []string{"docker version --format '{{.Server.Version}}'"}
-			s := preparedSession(t, e, b)
-			for _, role := range []string{"helper", "docker-proxy"} {
-				id, health := containerImageAndHealth(t, backend, e.runner, b.ID, role)
-				if strings.TrimPrefix(id, "sha256:") != genuine {
-					t.Errorf("job B's %s container runs image %s, want the genuine helper %s", role, id, genuine)
-				}
-				if len(health) != 1 || health[0] != "NONE" {
-					t.Errorf("job B's %s container has healthcheck %q, want [NONE]", role, health)
-				}
+		b := e.job(272)
+		b.Script = []string{"docker version --format '{{.Server.Version}}'"}
+		s := preparedSession(t, e, b)
+		for _, role := range []string{"helper", "docker-proxy"} {
+			id, health := containerImageAndHealth(t, backend, e.runner, b.ID, role)
+			if strings.TrimPrefix(id, "sha256:") != genuine {
+				t.Errorf("job B's %s container runs image %s, want the genuine helper %s", role, id, genuine)
 			}
-			mustRunStage(t, s, "build_script")
-		})
-	}
+			if len(health) != 1 || health[0] != "NONE" {
+				t.Errorf("job B's %s container has healthcheck %q, want [NONE]", role, health)
+			}
+		}
+		mustRunStage(t, s, "build_script")
+	})
 }
 
 // foreignVolume makes a volume in backend's engine labelled as another
@@ -329,78 +311,69 @@ func engineHasVolume(t *testing.T, backend, name string) bool {
 // without -v, and lists volumes hoping to see another job's (Podman 4.3
 // ORs label filters). Each is refused or neutralised, on socket and podman.
 func TestGuardNamesLabelsAndVolumes(t *testing.T) {
-	for _, backend := range []string{"socket", "podman"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			var e *env
-			if backend == "podman" {
-				e = newPodmanEnv(t, options{})
-			} else {
-				e = newEnv(t, options{})
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		foreign := foreignVolume(t, backend, e.runner)
+		job := e.job(281)
+		next := backends.JobName(e.runner, job.ID+1)
+		job.Script = []string{
+			resultFunc,
+			`step=squat-volume res docker volume create ` + next + `-vol-0`,
+			`step=squat-network res docker network create ` + next,
+			`step=squat-container res docker create --name ` + next + `-build ` + busyboxImage,
+			// berth's labels of the job's choosing on a volume a mount makes
+			`docker create --name "lbl-$CI_JOB_ID" --mount type=volume,dst=/v,volume-label=berth.job.id=1,volume-label=berth.created=2000-01-01T00:00:00Z,volume-label=mine=1 ` + busyboxImage,
+			`echo "LBLVOL $(docker inspect -f '{{range .Mounts}}{{.Name}}{{end}}' "lbl-$CI_JOB_ID")"`,
+			// an anonymous volume, its container removed without -v
+			`docker create --name "anon-$CI_JOB_ID" -v /data ` + busyboxImage + ` && echo "ANONVOL $(docker inspect -f '{{range .Mounts}}{{.Name}}{{end}}' "anon-$CI_JOB_ID")" && docker rm "anon-$CI_JOB_ID"`,
+			`docker volume create "own-$CI_JOB_ID" >/dev/null; echo VOLS-BEGIN; docker volume ls -q; echo VOLS-END`,
+		}
+		// The checks of the engine's volumes run before cleanup.
+		s := preparedSession(t, e, job)
+		output := mustRunStage(t, s, "build_script")
+		out := struct{ Output string }{output}
+		for _, want := range []string{"RESULT squat-volume refused", "RESULT squat-network refused", "RESULT squat-container refused",
+			`names starting with "berth-" are berth's own`} {
+			if !strings.Contains(out.Output, want) {
+				t.Errorf("build_script lacks %q:\n%s", want, out.Output)
 			}
-			foreign := foreignVolume(t, backend, e.runner)
-			job := e.job(281)
-			next := backends.JobName(e.runner, job.ID+1)
-			job.Script = []string{
-				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
-				`step=squat-volume res docker volume create ` + next + `-vol-0`,
-				`step=squat-network res docker network create ` + next,
-				`step=squat-container res docker create --name ` + next + `-build ` + busyboxImage,
-				// berth's labels of the job's choosing on a volume a mount makes
-				`docker create --name "lbl-$CI_JOB_ID" --mount type=volume,dst=/v,volume-label=berth.job.id=1,volume-label=berth.created=2000-01-01T00:00:00Z,volume-label=mine=1 ` + busyboxImage,
-				`echo "LBLVOL $(docker inspect -f '{{range .Mounts}}{{.Name}}{{end}}' "lbl-$CI_JOB_ID")"`,
-				// an anonymous volume, its container removed without -v
-				`docker create --name "anon-$CI_JOB_ID" -v /data ` + busyboxImage + ` && echo "ANONVOL $(docker inspect -f '{{range .Mounts}}{{.Name}}{{end}}' "anon-$CI_JOB_ID")" && docker rm "anon-$CI_JOB_ID"`,
-				`docker volume create "own-$CI_JOB_ID" >/dev/null; echo VOLS-BEGIN; docker volume ls -q; echo VOLS-END`,
+		}
+		for _, line := range strings.Split(out.Output, "\n") {
+			name, ok := strings.CutPrefix(strings.TrimSpace(line), "LBLVOL ")
+			if !ok || name == "" {
+				continue
 			}
-			// The checks of the engine's volumes run before cleanup.
-			s := preparedSession(t, e, job)
-			output := mustRunStage(t, s, "build_script")
-			out := struct{ Output string }{output}
-			for _, want := range []string{"RESULT squat-volume refused", "RESULT squat-network refused", "RESULT squat-container refused",
-				`names starting with "berth-" are berth's own`} {
-				if !strings.Contains(out.Output, want) {
-					t.Errorf("build_script lacks %q:\n%s", want, out.Output)
+			// Docker labels the volume as the job's; Podman's Docker
+			// API drops mount volume labels. Never the job's forgery.
+			labels := engineVolumeLabels(t, backend, name)
+			if labels[backends.LabelCreated] == "2000-01-01T00:00:00Z" || (labels[backends.LabelJobID] != "" && labels[backends.LabelJobID] != fmt.Sprint(job.ID)) {
+				t.Errorf("volume %s that a mount made has the job's forged labels %v", name, labels)
+			}
+			if backend == "socket" && labels[backends.LabelJobID] != fmt.Sprint(job.ID) {
+				t.Errorf("volume %s that a mount made has labels %v, want the job's", name, labels)
+			}
+		}
+		listed := out.Output[strings.Index(out.Output, "VOLS-BEGIN"):]
+		if strings.Contains(listed, foreign) {
+			t.Errorf("the job's docker volume ls shows another job's volume %s:\n%s", foreign, listed)
+		}
+		if !strings.Contains(listed, fmt.Sprintf("own-%d", job.ID)) {
+			t.Errorf("the job's docker volume ls lacks its own volume:\n%s", listed)
+		}
+		for _, line := range strings.Split(out.Output, "\n") {
+			if name, ok := strings.CutPrefix(strings.TrimSpace(line), "ANONVOL "); ok && name != "" {
+				if engineHasVolume(t, backend, name) {
+					t.Errorf("the anonymous volume %s outlived its container's removal", name)
 				}
 			}
-			for _, line := range strings.Split(out.Output, "\n") {
-				name, ok := strings.CutPrefix(strings.TrimSpace(line), "LBLVOL ")
-				if !ok || name == "" {
-					continue
-				}
-				// Docker labels the volume as the job's; Podman's Docker
-				// API drops mount volume labels. Never the job's forgery.
-				labels := engineVolumeLabels(t, backend, name)
-				if labels[backends.LabelCreated] == "2000-01-01T00:00:00Z" || (labels[backends.LabelJobID] != "" && labels[backends.LabelJobID] != fmt.Sprint(job.ID)) {
-					t.Errorf("volume %s that a mount made has the job's forged labels %v", name, labels)
-				}
-				if backend == "socket" && labels[backends.LabelJobID] != fmt.Sprint(job.ID) {
-					t.Errorf("volume %s that a mount made has labels %v, want the job's", name, labels)
-				}
-			}
-			listed := out.Output[strings.Index(out.Output, "VOLS-BEGIN"):]
-			if strings.Contains(listed, foreign) {
-				t.Errorf("the job's docker volume ls shows another job's volume %s:\n%s", foreign, listed)
-			}
-			if !strings.Contains(listed, fmt.Sprintf("own-%d", job.ID)) {
-				t.Errorf("the job's docker volume ls lacks its own volume:\n%s", listed)
-			}
-			for _, line := range strings.Split(out.Output, "\n") {
-				if name, ok := strings.CutPrefix(strings.TrimSpace(line), "ANONVOL "); ok && name != "" {
-					if engineHasVolume(t, backend, name) {
-						t.Errorf("the anonymous volume %s outlived its container's removal", name)
-					}
-				}
-			}
-			if r := s.Cleanup(context.Background()); r.ExitCode != 0 {
-				t.Errorf("cleanup: exit %d\n%s", r.ExitCode, r.Output)
-			}
-			if !engineHasVolume(t, backend, foreign) {
-				t.Errorf("another job's volume %s is gone", foreign)
-			}
-			e.assertNoResources()
-		})
-	}
+		}
+		if r := s.Cleanup(context.Background()); r.ExitCode != 0 {
+			t.Errorf("cleanup: exit %d\n%s", r.ExitCode, r.Output)
+		}
+		if !engineHasVolume(t, backend, foreign) {
+			t.Errorf("another job's volume %s is gone", foreign)
+		}
+		e.assertNoResources()
+	})
 }
 
 // victimNetwork makes a network in backend's engine that belongs to another
@@ -451,92 +424,74 @@ func victimNetworkContainers(t *testing.T, backend, id string) int {
 // refuses the name itself); and on socket a build, whose RUN steps must be
 // on the job's network (they reach the job's service by its alias).
 func TestGuardNetworksAreJoinedByID(t *testing.T) {
-	for _, backend := range []string{"socket", "podman"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			var e *env
-			if backend == "podman" {
-				e = newPodmanEnv(t, options{})
-			} else {
-				e = newEnv(t, options{})
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		victim := victimNetwork(t, backend, e.runner)
+		job := e.job(291)
+		job.Services = []runner.Image{{Name: httpImage, Alias: "web"}}
+		job.Variables = []runner.Variable{{Key: "VICTIM_ID", Value: victim}}
+		job.Script = []string{
+			`docker network create "mine-$CI_JOB_ID" >/dev/null`,
+			`curl -s --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' -d '{"Image":"` + busyboxImage + `","HostConfig":{"NetworkMode":"mine-'$CI_JOB_ID'"},"NetworkingConfig":{"EndpointsConfig":{"mine-'$CI_JOB_ID'":{"NetworkID":"'$VICTIM_ID'","Aliases":["web"]}}}}' http://d/v1.41/containers/create; echo`,
+			`prefix=${VICTIM_ID:0:12}; docker network create "$prefix" >/dev/null && docker create --name "pfx-$CI_JOB_ID" --network "$prefix" ` + busyboxImage + ` sleep 30 >/dev/null && docker network rm "$prefix" >/dev/null`,
+			`if docker start "pfx-$CI_JOB_ID"; then echo "RESULT prefix-start allowed"; else echo "RESULT prefix-start refused"; fi`,
+			`printf 'FROM ` + busyboxImage + `\nRUN wget -qO- http://web:8080/ && echo " BUILD-REACHED-WEB"\n' > Dockerfile`,
+			`DOCKER_BUILDKIT=0 docker build --no-cache . 2>&1 | grep -E 'BUILD-REACHED|bad address|wget' || true`,
+		}
+		s := preparedSession(t, e, job)
+		out := mustRunStage(t, s, "build_script")
+		wants := []string{"may not set NetworkID", "RESULT prefix-start refused"}
+		if backend == "socket" {
+			// Podman's Docker API builds with buildah, whose RUN
+			// steps do not join the job's network.
+			wants = append(wants, "hello from berth service BUILD-REACHED-WEB")
+		}
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("build_script lacks %q:\n%s", want, out)
 			}
-			victim := victimNetwork(t, backend, e.runner)
-			job := e.job(291)
-			job.Services = []runner.Image{{Name: httpImage, Alias: "web"}}
-			job.Variables = []runner.Variable{{Key: "VICTIM_ID", Value: victim}}
-			job.Script = []string{
-				`docker network create "mine-$CI_JOB_ID" >/dev/null`,
-				`curl -s --unix-socket /var/run/docker.sock -H 'Content-Type: application/json' -d '{"Image":"` + busyboxImage + `","HostConfig":{"NetworkMode":"mine-'$CI_JOB_ID'"},"NetworkingConfig":{"EndpointsConfig":{"mine-'$CI_JOB_ID'":{"NetworkID":"'$VICTIM_ID'","Aliases":["web"]}}}}' http://d/v1.41/containers/create; echo`,
-				`prefix=${VICTIM_ID:0:12}; docker network create "$prefix" >/dev/null && docker create --name "pfx-$CI_JOB_ID" --network "$prefix" ` + busyboxImage + ` sleep 30 >/dev/null && docker network rm "$prefix" >/dev/null`,
-				`if docker start "pfx-$CI_JOB_ID"; then echo "RESULT prefix-start allowed"; else echo "RESULT prefix-start refused"; fi`,
-				`printf 'FROM ` + busyboxImage + `\nRUN wget -qO- http://web:8080/ && echo " BUILD-REACHED-WEB"\n' > Dockerfile`,
-				`DOCKER_BUILDKIT=0 docker build --no-cache . 2>&1 | grep -E 'BUILD-REACHED|bad address|wget' || true`,
-			}
-			s := preparedSession(t, e, job)
-			out := mustRunStage(t, s, "build_script")
-			wants := []string{"may not set NetworkID", "RESULT prefix-start refused"}
-			if backend == "socket" {
-				// Podman's Docker API builds with buildah, whose RUN
-				// steps do not join the job's network.
-				wants = append(wants, "hello from berth service BUILD-REACHED-WEB")
-			}
-			for _, want := range wants {
-				if !strings.Contains(out, want) {
-					t.Errorf("build_script lacks %q:\n%s", want, out)
-				}
-			}
-			if n := victimNetworkContainers(t, backend, victim); n != 0 {
-				t.Errorf("the other job's network has %d containers, want none", n)
-			}
-		})
-	}
+		}
+		if n := victimNetworkContainers(t, backend, victim); n != 0 {
+			t.Errorf("the other job's network has %d containers, want none", n)
+		}
+	})
 }
 
 // TestGuardCeilingsOnWhatTheJobCreates sets the admin's memory, pids and
 // shm limits and checks that containers the job creates through the guard
 // get them, and that asking for more, or for none, is refused.
 func TestGuardCeilingsOnWhatTheJobCreates(t *testing.T) {
-	for _, backend := range []string{"socket", "podman"} {
-		t.Run(backend, func(t *testing.T) {
-			t.Parallel()
-			limits := options{extraTOML: "memory = \"256m\"\npids_limit = 200\nshm_size = \"32m\"\n"}
-			var e *env
-			if backend == "podman" {
-				e = newPodmanEnv(t, limits)
-			} else {
-				e = newEnv(t, limits)
+	limits := options{extraTOML: "memory = \"256m\"\npids_limit = 200\nshm_size = \"32m\"\n"}
+	forGuardedBackends(t, limits, func(t *testing.T, backend string, e *env) {
+		job := e.job(301)
+		job.Script = []string{
+			resultFunc,
+			`docker create --name "lim-$CI_JOB_ID" ` + busyboxImage + ` true >/dev/null`,
+			`docker inspect -f 'LIMITS mem={{.HostConfig.Memory}} pids={{.HostConfig.PidsLimit}} shm={{.HostConfig.ShmSize}}' "lim-$CI_JOB_ID"`,
+			`step=less res docker run --rm --memory 128m ` + busyboxImage + ` true`,
+			`step=memory res docker run --rm --memory 1g ` + busyboxImage + ` true`,
+			`step=oom res docker run --rm --oom-kill-disable ` + busyboxImage + ` true`,
+			`step=pids res docker run --rm --pids-limit -1 ` + busyboxImage + ` true`,
+			`step=shm res docker run --rm --shm-size 64g ` + busyboxImage + ` true`,
+			`step=tmpfs res docker run --rm --tmpfs /t:size=100g ` + busyboxImage + ` true`,
+			`printf 'FROM ` + busyboxImage + `\nRUN true\n' > Dockerfile`,
+			`step=build-memory DOCKER_BUILDKIT=0 res docker build --memory 1g .`,
+		}
+		res := e.run(job)
+		requireSuccess(t, res)
+		out, _ := res.Stage("build_script")
+		wants := []string{"RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
+			"RESULT tmpfs refused", "RESULT build-memory refused", "over the runner's ceiling of 268435456"}
+		if backend == "socket" {
+			// Rootless Podman on cgroup v1 drops resource limits, and
+			// its inspect says so: only the refusals hold there.
+			wants = append(wants, "LIMITS mem=268435456 pids=200 shm=33554432")
+		}
+		for _, want := range wants {
+			if !strings.Contains(out.Output, want) {
+				t.Errorf("build_script lacks %q:\n%s", want, out.Output)
 			}
-			job := e.job(301)
-			job.Script = []string{
-				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
-				`docker create --name "lim-$CI_JOB_ID" ` + busyboxImage + ` true >/dev/null`,
-				`docker inspect -f 'LIMITS mem={{.HostConfig.Memory}} pids={{.HostConfig.PidsLimit}} shm={{.HostConfig.ShmSize}}' "lim-$CI_JOB_ID"`,
-				`step=less res docker run --rm --memory 128m ` + busyboxImage + ` true`,
-				`step=memory res docker run --rm --memory 1g ` + busyboxImage + ` true`,
-				`step=oom res docker run --rm --oom-kill-disable ` + busyboxImage + ` true`,
-				`step=pids res docker run --rm --pids-limit -1 ` + busyboxImage + ` true`,
-				`step=shm res docker run --rm --shm-size 64g ` + busyboxImage + ` true`,
-				`step=tmpfs res docker run --rm --tmpfs /t:size=100g ` + busyboxImage + ` true`,
-				`printf 'FROM ` + busyboxImage + `\nRUN true\n' > Dockerfile`,
-				`step=build-memory DOCKER_BUILDKIT=0 res docker build --memory 1g .`,
-			}
-			res := e.run(job)
-			requireSuccess(t, res)
-			out, _ := res.Stage("build_script")
-			wants := []string{"RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
-				"RESULT tmpfs refused", "RESULT build-memory refused", "over the runner's ceiling of 268435456"}
-			if backend == "socket" {
-				// Rootless Podman on cgroup v1 drops resource limits, and
-				// its inspect says so: only the refusals hold there.
-				wants = append(wants, "LIMITS mem=268435456 pids=200 shm=33554432")
-			}
-			for _, want := range wants {
-				if !strings.Contains(out.Output, want) {
-					t.Errorf("build_script lacks %q:\n%s", want, out.Output)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestGuardStaysBoundedUnderASlowBodyFlood opens 150 connections to the
@@ -599,48 +554,61 @@ func TestGuardStaysBoundedUnderASlowBodyFlood(t *testing.T) {
 // loopback or link-local address (the metadata service's among them) is
 // refused unless the admin allowed it, as the tests' registry is.
 func TestGuardRefusesFetchesFromTheHostsOwnNetwork(t *testing.T) {
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		// podman's Docker API logs in to the plain-HTTP test
+		// registry only under its localhost name (see provision.sh)
+		reg := registryAddr
+		if backend == "podman" {
+			reg = "localhost:" + strings.Split(registryAddr, ":")[1]
+		}
+		job := e.job(311)
+		pushed := fmt.Sprintf("%s/berth-it/fetch:%d", reg, job.ID)
+		if backend == "podman" {
+			t.Cleanup(func() { removePodmanImage(t, requirePodman(t), pushed) })
+		} else {
+			t.Cleanup(func() { removeImage(t, pushed) })
+		}
+		job.Variables = []runner.Variable{{Key: "REG_PASS", Value: registryPass, Masked: true}}
+		job.Script = []string{
+			resultFunc,
+			`step=pull-loopback res docker pull 127.0.0.2:5000/berth-it/x:1`,
+			`step=pull-metadata res docker pull 169.254.169.254/latest:1`,
+			`step=pull-localhost res docker pull localhost:9/x:1`,
+			`step=login-loopback res docker login 127.0.0.1:9 -u u -p p`,
+			`step=tag-allowed res docker tag ` + busyboxImage + ` ` + reg + `/berth-it/fetch:$CI_JOB_ID`,
+			`echo "$REG_PASS" | docker login ` + reg + ` -u ` + registryUser + ` --password-stdin >/dev/null`,
+			`step=push-allowed res docker push ` + reg + `/berth-it/fetch:$CI_JOB_ID`,
+		}
+		res := e.run(job)
+		requireSuccess(t, res)
+		out, _ := res.Stage("build_script")
+		for _, want := range []string{"RESULT pull-loopback refused", "RESULT pull-metadata refused", "RESULT pull-localhost refused",
+			"RESULT login-loopback refused", "docker.guard_local_registries", "RESULT push-allowed allowed"} {
+			if !strings.Contains(out.Output, want) {
+				t.Errorf("build_script lacks %q:\n%s", want, out.Output)
+			}
+		}
+	})
+}
+
+// forGuardedBackends runs fn as parallel subtests on the guarded socket and
+// on podman, each with an env of its own.
+func forGuardedBackends(t *testing.T, o options, fn func(t *testing.T, backend string, e *env)) {
 	for _, backend := range []string{"socket", "podman"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			var e *env
 			if backend == "podman" {
-				e = newPodmanEnv(t, options{})
+				e = newPodmanEnv(t, o)
 			} else {
-				e = newEnv(t, options{})
+				e = newEnv(t, o)
 			}
-			// podman's Docker API logs in to the plain-HTTP test
-			// registry only under its localhost name (see provision.sh)
-			reg := registryAddr
-			if backend == "podman" {
-				reg = "localhost:" + strings.Split(registryAddr, ":")[1]
-			}
-			job := e.job(311)
-			pushed := fmt.Sprintf("%s/berth-it/fetch:%d", reg, job.ID)
-			if backend == "podman" {
-				t.Cleanup(func() { removePodmanImage(t, requirePodman(t), pushed) })
-			} else {
-				t.Cleanup(func() { removeImage(t, pushed) })
-			}
-			job.Variables = []runner.Variable{{Key: "REG_PASS", Value: registryPass, Masked: true}}
-			job.Script = []string{
-				`res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`,
-				`step=pull-loopback res docker pull 127.0.0.2:5000/berth-it/x:1`,
-				`step=pull-metadata res docker pull 169.254.169.254/latest:1`,
-				`step=pull-localhost res docker pull localhost:9/x:1`,
-				`step=login-loopback res docker login 127.0.0.1:9 -u u -p p`,
-				`step=tag-allowed res docker tag ` + busyboxImage + ` ` + reg + `/berth-it/fetch:$CI_JOB_ID`,
-				`echo "$REG_PASS" | docker login ` + reg + ` -u ` + registryUser + ` --password-stdin >/dev/null`,
-				`step=push-allowed res docker push ` + reg + `/berth-it/fetch:$CI_JOB_ID`,
-			}
-			res := e.run(job)
-			requireSuccess(t, res)
-			out, _ := res.Stage("build_script")
-			for _, want := range []string{"RESULT pull-loopback refused", "RESULT pull-metadata refused", "RESULT pull-localhost refused",
-				"RESULT login-loopback refused", "docker.guard_local_registries", "RESULT push-allowed allowed"} {
-				if !strings.Contains(out.Output, want) {
-					t.Errorf("build_script lacks %q:\n%s", want, out.Output)
-				}
-			}
+			fn(t, backend, e)
 		})
 	}
 }
+
+// resultFunc is a shell function for job scripts: "step=NAME res CMD..."
+// runs CMD and prints "RESULT NAME allowed" or "RESULT NAME refused", then
+// CMD's output.
+const resultFunc = `res() { if "$@" >/tmp/out 2>&1; then echo "RESULT $step allowed"; else echo "RESULT $step refused"; fi; cat /tmp/out; }`

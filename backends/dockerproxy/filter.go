@@ -1218,6 +1218,7 @@ func checkResources(res *container.Resources) error {
 		return refuse("CgroupParent is not allowed")
 	case res.CPUShares > 1024:
 		return refuse("CPU shares of %d are over the default 1024: a job may not take CPU from other jobs", res.CPUShares)
+	//lint:ignore SA1019 a deprecated field the engine may still apply is refused, not used
 	case res.KernelMemory != 0 || res.KernelMemoryTCP != 0:
 		return refuse("kernel memory limits are not allowed")
 	case res.CPUCount != 0 || res.CPUPercent != 0 || res.IOMaximumIOps != 0 || res.IOMaximumBandwidth != 0:

@@ -7,28 +7,24 @@ import (
 	"context"
 	"io"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"testing"
 )
 
-// imageArchive is a docker-archive-shaped tar whose manifest.json gives
-// tags, plus a layer-sized entry.
+// imageArchive is a docker-archive-shaped tar of files, in name order.
 func imageArchive(t *testing.T, files map[string]string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for name, content := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(content)); err != nil {
-			t.Fatal(err)
-		}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
+	sort.Strings(names)
+	entries := make([]tar.Header, 0, len(names))
+	for _, name := range names {
+		entries = append(entries, tar.Header{Name: name, Typeflag: tar.TypeReg, Linkname: files[name]})
 	}
-	return buf.Bytes()
+	return tarEntries(t, entries...)
 }
 
 func TestLoadIsCheckedAgainstTheNamesInTheArchive(t *testing.T) {
@@ -121,7 +117,8 @@ func TestAJobMayRemoveNamesItGave(t *testing.T) {
 	}
 }
 
-// tarEntries builds a tar of headers and contents in order.
+// tarEntries builds a tar of headers in order; a regular file's content is
+// its Linkname.
 func tarEntries(t *testing.T, entries ...tar.Header) []byte {
 	t.Helper()
 	var buf bytes.Buffer
