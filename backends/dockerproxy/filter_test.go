@@ -17,6 +17,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/go-units"
 
 	"github.com/berthci/berth/backends"
 )
@@ -593,13 +594,31 @@ func TestNewFilterNeedsTrustedLabels(t *testing.T) {
 
 func FuzzFilter(f *testing.F) {
 	dir := testBuildsDir(f)
-	filter := newTestFilter(f, dir)
+	plain := newTestFilter(f, dir)
+	// The same requests against a filter with ceilings, the job's network
+	// and an image spool: every check runs under the fuzzer.
+	nofile, _ := units.ParseUlimit("nofile=1024:2048")
+	bounded, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, Network: "jobnet", SpoolDir: f.TempDir(),
+		LocalRegistries: []string{"127.0.0.1:5000"},
+		Ceilings:        Ceilings{Memory: 512 << 20, MemorySwap: 1 << 30, NanoCPUs: 1e9, PidsLimit: 100, ShmSize: 64 << 20, Ulimits: []*units.Ulimit{nofile}},
+	}, fakeUpstream{})
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, tc := range filterCases {
 		if len(tc.body) < 4096 {
 			f.Add(tc.rawRequest(dir))
 		}
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		for _, filter := range []*Filter{plain, bounded} {
+			fuzzOne(t, filter, raw)
+		}
+	})
+}
+
+func fuzzOne(t *testing.T, filter *Filter, raw []byte) {
+	{
 		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
 		if err != nil {
 			return
@@ -621,7 +640,7 @@ func FuzzFilter(f *testing.F) {
 				return
 			}
 		}
-	})
+	}
 }
 
 // TestFilterDefaultNetworkIsTheJobs: with the job's network configured, a
