@@ -205,7 +205,11 @@ func TestGuardImageNamesCannotBeMoved(t *testing.T) {
 		a := e.job(271)
 		own := fmt.Sprintf("berth-it-own-%d:1", a.ID)
 		if backend == "podman" {
-			t.Cleanup(func() { removePodmanImage(t, requirePodman(t), "localhost/"+own) })
+			// Podman's Docker API names a short tag docker.io/library/.
+			t.Cleanup(func() {
+				removePodmanImage(t, requirePodman(t), "docker.io/library/"+own)
+				removePodmanImage(t, requirePodman(t), "localhost/"+own)
+			})
 		} else {
 			t.Cleanup(func() { removeImage(t, own) })
 		}
