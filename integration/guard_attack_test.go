@@ -128,8 +128,21 @@ func TestGuardBindSourceSwapRace(t *testing.T) {
 	if strings.Contains(out.Output, secret) {
 		t.Errorf("a job container read the host directory %s during the race:\n%s", secretDir, out.Output)
 	}
-	if !strings.Contains(out.Output, "SWAPS ") || !strings.Contains(out.Output, "STARTS ") {
-		t.Errorf("the race did not run:\n%s", out.Output)
+	// The race must have raced: many swaps, and starts both let through
+	// (the real directory) and refused (the symlink), or it proves nothing.
+	var swaps, starts, refused int
+	for _, line := range strings.Split(out.Output, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "SWAPS ") {
+			fmt.Sscanf(line, "SWAPS %d", &swaps)
+		}
+		if strings.HasPrefix(line, "STARTS ") {
+			fmt.Sscanf(line, "STARTS %d REFUSED %d", &starts, &refused)
+		}
+	}
+	t.Logf("race: %d swaps, %d starts, %d refused", swaps, starts, refused)
+	if swaps < 20 || starts+refused < 4 {
+		t.Errorf("the race did not race: %d swaps, %d starts and %d refusals, want at least 20 swaps and 4 start attempts", swaps, starts, refused)
 	}
 	if got, err := os.ReadFile(filepath.Join(secretDir, "marker")); err != nil || string(got) != secret+"\n" {
 		t.Errorf("the host marker changed: %q, %v", got, err)
@@ -341,11 +354,13 @@ func TestGuardNamesLabelsAndVolumes(t *testing.T) {
 				t.Errorf("build_script lacks %q:\n%s", want, out.Output)
 			}
 		}
+		checkedVolumes := 0
 		for _, line := range strings.Split(out.Output, "\n") {
 			name, ok := strings.CutPrefix(strings.TrimSpace(line), "LBLVOL ")
 			if !ok || name == "" {
 				continue
 			}
+			checkedVolumes++
 			// Docker labels the volume as the job's; Podman's Docker
 			// API drops mount volume labels. Never the job's forgery.
 			labels := engineVolumeLabels(t, backend, name)
@@ -365,10 +380,14 @@ func TestGuardNamesLabelsAndVolumes(t *testing.T) {
 		}
 		for _, line := range strings.Split(out.Output, "\n") {
 			if name, ok := strings.CutPrefix(strings.TrimSpace(line), "ANONVOL "); ok && name != "" {
+				checkedVolumes++
 				if engineHasVolume(t, backend, name) {
 					t.Errorf("the anonymous volume %s outlived its container's removal", name)
 				}
 			}
+		}
+		if checkedVolumes != 2 {
+			t.Errorf("checked %d volumes, want the mount's and the anonymous one: the job did not report them:\n%s", checkedVolumes, out.Output)
 		}
 		if r := s.Cleanup(context.Background()); r.ExitCode != 0 {
 			t.Errorf("cleanup: exit %d\n%s", r.ExitCode, r.Output)
