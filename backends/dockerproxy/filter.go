@@ -59,12 +59,13 @@ const minAPIVersion = "1.24"
 var ErrNotFound = errors.New("not found")
 
 // Object is a daemon object's full id and labels. For a container, Binds
-// are the host paths of its bind mounts (HostConfig.Binds and Mounts of
-// type bind), as the engine will resolve them at its next start.
+// are its bind mounts (HostConfig.Binds and Mounts of type bind): host
+// paths as the engine will resolve them at its next start, and where they
+// go in the container.
 type Object struct {
 	ID     string
 	Labels map[string]string
-	Binds  []string
+	Binds  []Bind
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and
@@ -92,6 +93,10 @@ type Upstream interface {
 	// Images returns the images whose references match ref (a
 	// repository name matches all its tags).
 	Images(ctx context.Context, ref string) ([]Object, error)
+	// Init has the engine create a container's process without running
+	// it, its mounts made, and returns that process's host pid: Podman's
+	// "init". An engine without it returns an error.
+	Init(ctx context.Context, id string) (pid int, err error)
 }
 
 // ErrNotRunning is what [Upstream.Pause] returns for a container that is
@@ -128,11 +133,19 @@ type Config struct {
 	// default network joins it instead, so that it reaches the job's
 	// services and no other job reaches it. Empty keeps the engine's
 	// default network.
-	Network string // NoFreeze starts containers without pausing the job's other
-	// containers first (see [Filter] on starts). Only for engines that
-	// cannot pause: rootless Podman on cgroup v1. There a job that swaps a
-	// bind source for a symlink in the moment between the guard's check and
-	// the engine's mount can still win.
+	Network string
+	// VerifyMounts checks a start's binds where the engine mounted them
+	// rather than pausing the job: the engine initialises the container
+	// (mounts made, nothing run) and the filter compares what is mounted
+	// with what it checked, through /proc/<pid>/root (see [Filter] on
+	// starts). For Podman, whose init makes this possible; the proxy must
+	// see the engine's pids and may read other processes' roots.
+	VerifyMounts bool
+	// NoFreeze starts containers without pausing the job's other
+	// containers first, for an engine that can neither pause nor
+	// initialise (a rootless Docker on cgroup v1). There a job that swaps
+	// a bind source for a symlink in the moment between the guard's check
+	// and the engine's mount can still win.
 	NoFreeze bool
 	// SpoolDir holds image archives while their names are checked (empty:
 	// the system's temporary directory).
@@ -149,10 +162,18 @@ type Config struct {
 // Bind sources are host paths in the job's builds dir, which the job can
 // change at any time, and the engine resolves them again at every start,
 // not only at create. So the filter checks them at create (resolved, in the
-// builds dir) and again at every start, restart and unpause, while the
-// job's other running containers are paused: each component from the
-// builds dir down must be a real directory, no symlink, and nothing of the
-// job can run until the engine has mounted them. Restart policies, which
+// builds dir) and again at every start, restart and unpause: each
+// component from the builds dir down must be a real directory, no symlink.
+// What keeps that check true until the engine mounts depends on the
+// engine. Docker: the job's other running containers are paused from the
+// check until the engine has answered, so nothing of the job can swap a
+// component meanwhile. Podman (VerifyMounts): the engine initialises the
+// container, which makes its mounts and runs nothing, and the filter then
+// compares each mount in the container (by device and inode, through
+// /proc/<pid>/root) with the directory it finds at the source without
+// following symlinks; on any difference the container is stopped and the
+// start refused. A swap can then only change what was mounted before the
+// comparison, never after it. Restart policies, which
 // would let the engine start a container with no request to check, are
 // refused. Archive uploads, the one request by which the engine writes
 // into a bind source for the job, wait while a start is checked.
@@ -163,6 +184,10 @@ type Filter struct {
 	selector        map[string]string
 	network         string
 	noFreeze        bool
+	verifyMounts    bool
+	// mounted stats what is mounted at target in the container whose
+	// process is pid (procMounted; a fake in tests).
+	mounted func(pid int, target string) (unix.Stat_t, error)
 	spoolDir        string
 	ceilings        Ceilings
 	localRegistries []string
@@ -201,7 +226,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries}, nil
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)
@@ -818,7 +843,11 @@ func (r *request) containers(segs []string) error {
 			return fmt.Errorf("look up container %q: %w", id, err)
 		}
 		if len(obj.Binds) > 0 {
-			return refuse("docker cp is not available for a container with bind mounts (%s): the engine would mount them again for the copy; copy through the builds directory, which the container binds, instead", strings.Join(obj.Binds, ", "))
+			sources := make([]string, len(obj.Binds))
+			for i, b := range obj.Binds {
+				sources[i] = b.Source
+			}
+			return refuse("docker cp is not available for a container with bind mounts (%s): the engine would mount them again for the copy; copy through the builds directory, which the container binds, instead", strings.Join(sources, ", "))
 		}
 		if m == http.MethodPut {
 			return r.tarBody()
@@ -829,8 +858,8 @@ func (r *request) containers(segs []string) error {
 
 // holdStart checks the binds of container id before the engine starts it
 // and holds what makes the check last until the engine has answered: the
-// filter's start lock and the job's other running containers paused (see
-// [Filter]).
+// filter's start lock and the job's other running containers paused, or
+// on Podman the mounts compared once made (see [Filter]).
 func (r *request) holdStart(id string) error {
 	r.f.startMu.Lock()
 	r.hold(r.f.startMu.Unlock)
@@ -846,12 +875,87 @@ func (r *request) holdStart(id string) error {
 	if err != nil {
 		return fmt.Errorf("look up container %q: %w", id, err)
 	}
-	for _, source := range obj.Binds {
-		if err := r.f.checkBindSourceNow(source); err != nil {
+	for _, b := range obj.Binds {
+		if err := r.f.checkBindSourceNow(b.Source); err != nil {
+			return err
+		}
+	}
+	if r.f.verifyMounts && len(obj.Binds) > 0 {
+		return r.verifyMounts(obj)
+	}
+	return nil
+}
+
+// verifyMounts has the engine initialise container obj, which mounts its
+// binds without running anything, and compares each mount with what its
+// source is now, found without following a symlink. On a difference the
+// container is stopped, which unmounts what it got, and the start refused.
+func (r *request) verifyMounts(obj Object) error {
+	pid, err := r.f.up.Init(r.ctx, obj.ID)
+	if errors.Is(err, ErrNotFound) {
+		return notFound("No such container: %s", obj.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("initialise container %.12s to check its mounts: %w", obj.ID, err)
+	}
+	for _, b := range obj.Binds {
+		if err := r.f.verifyMount(pid, b); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if serr := r.f.up.Stop(ctx, obj.ID, "0", ""); serr != nil && !errors.Is(serr, ErrNotFound) {
+				return fmt.Errorf("%w; and stopping the container failed: %v", err, serr)
+			}
 			return err
 		}
 	}
 	return nil
+}
+
+// verifyMount compares what the container whose process is pid has at
+// b.Target with what lies at b.Source now.
+func (f *Filter) verifyMount(pid int, b Bind) error {
+	src, err := f.openBeneath(b.Source)
+	if err != nil {
+		return err
+	}
+	if src < 0 {
+		return refuse("bind source %q is not allowed now: it vanished while the container started; bind the real directory, and do not replace a bound directory", b.Source)
+	}
+	var want unix.Stat_t
+	err = unix.Fstat(src, &want)
+	unix.Close(src)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", b.Source, err)
+	}
+	got, err := f.mounted(pid, b.Target)
+	if err != nil {
+		return fmt.Errorf("check what the engine mounted at %s: %w", b.Target, err)
+	}
+	if got.Dev != want.Dev || got.Ino != want.Ino {
+		return refuse("bind source %q is not allowed now: the engine mounted something else at %s than the directory found there, because a path component was swapped while the container started; the container was stopped. Bind the real directory, and do not replace a bound directory with a symlink", b.Source, b.Target)
+	}
+	return nil
+}
+
+// procMounted stats target in the root of process pid, resolving every
+// symlink on the way within that root, as the runtime did when it mounted.
+func procMounted(pid int, target string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return st, fmt.Errorf("open the container's root (the guard must share the engine's pid namespace and may read other processes' roots): %w", err)
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, strings.TrimPrefix(target, "/"), &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(fd)
+	err = unix.Fstat(fd, &st)
+	return st, err
 }
 
 // freezeJob pauses every running container of the job but target and the
@@ -1476,52 +1580,62 @@ func (f *Filter) hostPath(source string) (string, error) {
 // checkBindSourceNow checks a bind source right before the engine resolves
 // it: it must lie in the builds dir, and each component from there down
 // that exists must be a real directory (the last may be a file), never a
-// symlink. The engine creates what does not exist yet; nothing of the job
-// runs meanwhile. The walk opens one component at a time with O_NOFOLLOW,
-// as openat2's RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS would.
+// symlink. The engine creates what does not exist yet.
 func (f *Filter) checkBindSourceNow(source string) error {
+	fd, err := f.openBeneath(source)
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	return err
+}
+
+// openBeneath opens source (O_PATH) one component at a time from the
+// builds dir down with O_NOFOLLOW, as openat2's
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS would, refusing a symlink or a
+// non-directory on the way. It returns -1 and no error when a component
+// does not exist.
+func (f *Filter) openBeneath(source string) (int, error) {
 	clean := filepath.Clean(source)
 	if clean != source || !filepath.IsAbs(source) {
-		return refuse("bind source %q is not a clean absolute path; create the container again", source)
+		return -1, refuse("bind source %q is not a clean absolute path; create the container again", source)
 	}
 	rel, err := filepath.Rel(f.buildsDir, clean)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return refuse("bind mount of %q is not allowed: binds must come from the job's builds directory %s", source, f.buildsDir)
-	}
-	if rel == "." {
-		return nil
+		return -1, refuse("bind mount of %q is not allowed: binds must come from the job's builds directory %s", source, f.buildsDir)
 	}
 	dir, err := unix.Open(f.buildsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open the builds directory %s: %w", f.buildsDir, err)
+		return -1, fmt.Errorf("open the builds directory %s: %w", f.buildsDir, err)
+	}
+	if rel == "." {
+		return dir, nil
 	}
 	parts := strings.Split(rel, "/")
 	for i, part := range parts {
 		next, err := unix.Openat(dir, part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		unix.Close(dir)
 		if errors.Is(err, unix.ENOENT) {
-			return nil // the engine creates the rest as directories
+			return -1, nil // the engine creates the rest as directories
 		}
 		if err != nil {
-			return refuse("bind source %q cannot be checked at %s: %v", source, filepath.Join(parts[:i+1]...), err)
+			return -1, refuse("bind source %q cannot be checked at %s: %v", source, filepath.Join(parts[:i+1]...), err)
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(next, &st); err != nil {
 			unix.Close(next)
-			return fmt.Errorf("stat %s: %w", filepath.Join(f.buildsDir, filepath.Join(parts[:i+1]...)), err)
+			return -1, fmt.Errorf("stat %s: %w", filepath.Join(f.buildsDir, filepath.Join(parts[:i+1]...)), err)
 		}
 		dir = next
 		switch mode := st.Mode & unix.S_IFMT; {
 		case mode == unix.S_IFLNK:
 			unix.Close(dir)
-			return refuse("bind source %q is not allowed now: %s is a symlink, and the engine would follow it at this start; bind the real directory, and do not replace a bound directory with a symlink", source, filepath.Join(parts[:i+1]...))
+			return -1, refuse("bind source %q is not allowed now: %s is a symlink, and the engine would follow it at this start; bind the real directory, and do not replace a bound directory with a symlink", source, filepath.Join(parts[:i+1]...))
 		case mode != unix.S_IFDIR && i < len(parts)-1:
 			unix.Close(dir)
-			return refuse("bind source %q is not allowed now: %s is not a directory", source, filepath.Join(parts[:i+1]...))
+			return -1, refuse("bind source %q is not allowed now: %s is not a directory", source, filepath.Join(parts[:i+1]...))
 		}
 	}
-	unix.Close(dir)
-	return nil
+	return dir, nil
 }
 
 func resolveExisting(p string) (string, error) {

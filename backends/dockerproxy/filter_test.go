@@ -38,7 +38,7 @@ type fakeUpstream struct{}
 
 var fakeContainers = map[string]Object{
 	"own":     {ID: "own0000000000000000000000000000000000000000000000000000000000001", Labels: jobLabels},
-	"bound":   {ID: "own0000000000000000000000000000000000000000000000000000000000003", Labels: jobLabels, Binds: []string{"/builds/x"}},
+	"bound":   {ID: "own0000000000000000000000000000000000000000000000000000000000003", Labels: jobLabels, Binds: []Bind{{Source: "/builds/x", Target: "/x"}}},
 	"own2":    {ID: "own0000000000000000000000000000000000000000000000000000000000002", Labels: jobLabels},
 	"foreign": {ID: "for0000000000000000000000000000000000000000000000000000000000001", Labels: otherJob},
 	"hostctr": {ID: "hst0000000000000000000000000000000000000000000000000000000000001"},
@@ -129,6 +129,10 @@ func (fakeUpstream) Images(_ context.Context, ref string) ([]Object, error) {
 		}
 	}
 	return out, nil
+}
+
+func (fakeUpstream) Init(context.Context, string) (int, error) {
+	return 0, errors.New("the fake engine cannot initialise containers")
 }
 
 func (fakeUpstream) Pause(context.Context, string) error   { return nil }

@@ -1,6 +1,7 @@
 package dockerproxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,18 +120,26 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 		return fmt.Errorf("docker client for %s: %w", upstream, err)
 	}
 	defer cli.Close()
-	pausable, why, err := canPause(ctx, dial)
+	httpc := engineHTTP(dial)
+	podman, err := isPodman(ctx, httpc)
+	if err != nil {
+		return fmt.Errorf("ask the engine at %s what it is: %w", upstream, err)
+	}
+	pausable, why, err := canPause(ctx, httpc)
 	if err != nil {
 		return fmt.Errorf("ask the engine at %s what it can do: %w", upstream, err)
 	}
-	if !pausable {
+	switch {
+	case podman:
+		cfg.VerifyMounts = true
+	case !pausable:
 		cfg.NoFreeze = true
 		log("WARNING: %s, so a start is checked without pausing the job's other containers: a job that swaps a bind source for a symlink at that moment can still win the race", why)
 	}
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Dir(listen)
 	}
-	f, err := NewFilter(cfg, clientUpstream{cli})
+	f, err := NewFilter(cfg, clientUpstream{cli: cli, http: httpc})
 	if err != nil {
 		return err
 	}
@@ -163,8 +172,69 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 	return nil
 }
 
-// clientUpstream looks objects up with the Docker client.
-type clientUpstream struct{ cli *client.Client }
+// clientUpstream looks objects up with the Docker client, and asks for
+// what the client has no call for (Podman's init) over http.
+type clientUpstream struct {
+	cli  *client.Client
+	http *http.Client
+}
+
+// engineHTTP is a plain HTTP client for the engine's socket.
+func engineHTTP(dial func(ctx context.Context) (net.Conn, error)) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		DisableKeepAlives: true,
+	}, Timeout: 60 * time.Second}
+}
+
+// isPodman reports whether the engine is Podman: it answers Podman's own
+// ping, which Docker does not have.
+func isPodman(ctx context.Context, httpc *http.Client) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://engine/v4.0.0/libpod/_ping", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// Init initialises a container with Podman's libpod API (204, or 304 when
+// it already is or runs) and returns its process's pid.
+func (c clientUpstream) Init(ctx context.Context, id string) (int, error) {
+	if err := validRef(id); err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://engine/v4.0.0/libpod/containers/"+url.PathEscape(id)+"/init", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusNotModified:
+	case http.StatusNotFound:
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, bytes.TrimSpace(body))
+	default:
+		return 0, fmt.Errorf("the engine's init: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	info, err := c.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		return 0, notFoundErr(err)
+	}
+	if info.State == nil || info.State.Pid <= 0 {
+		return 0, fmt.Errorf("the engine reports no process for the initialised container %.12s", id)
+	}
+	return info.State.Pid, nil
+}
 
 func notFoundErr(err error) error {
 	if err == nil {
@@ -198,13 +268,14 @@ func (c clientUpstream) Container(ctx context.Context, ref string) (Object, erro
 	}
 	if info.HostConfig != nil {
 		for _, bind := range info.HostConfig.Binds {
-			if source, _, _ := strings.Cut(bind, ":"); strings.HasPrefix(source, "/") {
-				obj.Binds = append(obj.Binds, source)
+			parts := strings.Split(bind, ":")
+			if len(parts) >= 2 && strings.HasPrefix(parts[0], "/") {
+				obj.Binds = append(obj.Binds, Bind{Source: parts[0], Target: parts[1]})
 			}
 		}
 		for _, m := range info.HostConfig.Mounts {
 			if m.Type == mount.TypeBind {
-				obj.Binds = append(obj.Binds, m.Source)
+				obj.Binds = append(obj.Binds, Bind{Source: m.Source, Target: m.Target})
 			}
 		}
 	}
@@ -300,11 +371,7 @@ func (c clientUpstream) Unpause(ctx context.Context, id string) error {
 // engine on cgroup v1, where containers have no cgroup of their own to
 // freeze. Podman's Docker-compatible /info says Rootless; Docker's says
 // name=rootless among its security options.
-func canPause(ctx context.Context, dial func(ctx context.Context) (net.Conn, error)) (bool, string, error) {
-	httpc := &http.Client{Transport: &http.Transport{
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		DisableKeepAlives: true,
-	}, Timeout: 30 * time.Second}
+func canPause(ctx context.Context, httpc *http.Client) (bool, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
 	if err != nil {
 		return false, "", err

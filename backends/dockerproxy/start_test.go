@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // startUpstream is fakeUpstream with bind sources on "own" and a record of
@@ -33,7 +35,10 @@ func (u *startUpstream) record(e string) {
 func (u *startUpstream) Container(ctx context.Context, ref string) (Object, error) {
 	obj, err := u.fakeUpstream.Container(ctx, ref)
 	if err == nil && obj.ID == fakeContainers["own"].ID {
-		obj.Binds = u.binds
+		obj.Binds = nil
+		for _, b := range u.binds {
+			obj.Binds = append(obj.Binds, Bind{Source: b, Target: "/h"})
+		}
 		u.record("inspect own")
 	}
 	return obj, err
@@ -42,6 +47,11 @@ func (u *startUpstream) Container(ctx context.Context, ref string) (Object, erro
 func (u *startUpstream) Stop(_ context.Context, id, t, _ string) error {
 	u.record("stop " + id[:3] + " t=" + t)
 	return nil
+}
+
+func (u *startUpstream) Init(_ context.Context, id string) (int, error) {
+	u.record("init " + id[:3])
+	return 4242, nil
 }
 
 func (u *startUpstream) RunningContainers(context.Context, map[string]string) ([]string, error) {
@@ -70,6 +80,9 @@ func TestStartChecksBindsWhileTheJobIsPaused(t *testing.T) {
 	tests := map[string]struct {
 		binds    []string
 		noFreeze bool
+		verify   bool
+		// mounted is what the engine mounted, for verify
+		mounted  string
 		pauseErr map[string]error
 		wantMsg  string
 		want     []string
@@ -114,6 +127,25 @@ func TestStartChecksBindsWhileTheJobIsPaused(t *testing.T) {
 			noFreeze: true,
 			want:     []string{"inspect own"},
 		},
+		"podman: mounted what was checked": {
+			binds:   []string{good},
+			verify:  true,
+			mounted: good,
+			want:    []string{"inspect own", "init own"},
+		},
+		"podman: swapped in the moment before the mount": {
+			binds:   []string{good},
+			verify:  true,
+			mounted: filepath.Dir(dir),
+			wantMsg: "the engine mounted something else at /h",
+			want:    []string{"inspect own", "init own", "stop own t=0"},
+		},
+		"podman: swapped for a symlink before the check": {
+			binds:   []string{filepath.Join(dir, "project", "escape")},
+			verify:  true,
+			wantMsg: "is a symlink",
+			want:    []string{"inspect own"},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -125,9 +157,16 @@ func TestStartChecksBindsWhileTheJobIsPaused(t *testing.T) {
 			}
 			// The first inspection is the ownership check.
 			tc.want = append([]string{"inspect own"}, tc.want...)
-			f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, NoFreeze: tc.noFreeze}, up)
+			f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, NoFreeze: tc.noFreeze, VerifyMounts: tc.verify}, up)
 			if err != nil {
 				t.Fatal(err)
+			}
+			f.mounted = func(pid int, target string) (unix.Stat_t, error) {
+				var st unix.Stat_t
+				if pid != 4242 || target != "/h" {
+					t.Errorf("checked %s in process %d, want /h in 4242", target, pid)
+				}
+				return st, unix.Stat(tc.mounted, &st)
 			}
 			req := httptest.NewRequest("POST", "/v1.41/containers/own/start", nil)
 			release, err := f.CheckHold(context.Background(), req)
@@ -209,5 +248,30 @@ func TestRestartStopsBeforeTheCheckedStart(t *testing.T) {
 	release()
 	if req.URL.Path != "/v1.41/containers/"+fakeContainers["own"].ID+"/start" || req.URL.RawQuery != "" {
 		t.Errorf("got %s?%s, want a start of the container", req.URL.Path, req.URL.RawQuery)
+	}
+}
+
+// procMounted finds what a process has at a path, symlinks resolved in
+// its own root: here this test's own process.
+func TestProcMountedStatsInTheProcessRoot(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(dir, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	var want unix.Stat_t
+	if err := unix.Stat(dir, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "link")} {
+		got, err := procMounted(os.Getpid(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Dev != want.Dev || got.Ino != want.Ino {
+			t.Errorf("%s: got %d/%d, want %d/%d", p, got.Dev, got.Ino, want.Dev, want.Ino)
+		}
+	}
+	if _, err := procMounted(os.Getpid(), filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing path was stat'ed")
 	}
 }

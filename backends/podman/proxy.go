@@ -37,8 +37,8 @@ func (b *Backend) jobSocketSource(job *backends.Job) string {
 }
 
 // startProxy runs the job's guarding proxy in the rootless service itself:
-// berth's static binary in a container with no network, no capabilities,
-// no new privileges and a read-only root, holding the service's socket
+// berth's static binary in a container with no network, no capability but
+// reading other containers' roots, no new privileges and a read-only root, holding the service's socket
 // and serving the job's. The proxy speaks Podman's Docker-compatible API
 // to the service, so the job's docker CLI works and the job sees only its
 // own objects, exactly as on the socket backend. It returns once the job's
@@ -77,8 +77,14 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 		s.Mounts = append(s.Mounts, bindMount(m.Source, m.Target, mode))
 	}
 	// Root in the container is the service's user on the host, which owns
-	// both sockets; it needs no capability.
+	// both sockets. The proxy checks a start's binds where the runtime
+	// mounted them, in /proc/<pid>/root of the initialised container (see
+	// dockerproxy.Filter): it sees the service's pids, and has
+	// CAP_SYS_PTRACE, in the rootless user namespace only, to read the
+	// roots of containers whose user is not its own. It needs nothing else.
 	s.CapDrop = []string{"ALL"}
+	s.CapAdd = []string{"CAP_SYS_PTRACE"}
+	s.PidNS = specgen.Namespace{NSMode: specgen.Host}
 	yes, no := true, false
 	s.NoNewPrivileges = &yes
 	s.ReadOnlyFilesystem = &yes
