@@ -97,6 +97,11 @@ type Docker struct {
 	// at such an address, which the engine would reach on the host's own
 	// network.
 	GuardLocalRegistries []string `toml:"guard_local_registries"`
+	// GuardPublicPorts lets jobs publish container ports on every host
+	// interface through the guarded socket, as plain Docker does. Off, a
+	// port publishes on the job network's gateway address (socket), and
+	// rootless Podman, which cannot bind there, refuses published ports.
+	GuardPublicPorts bool `toml:"guard_public_ports"`
 
 	// PullPolicy is used when a job sets none; the policies are tried in
 	// order until one yields the image.

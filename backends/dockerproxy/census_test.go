@@ -34,7 +34,7 @@ var fieldCensus = map[string]map[string]string{
 	},
 	"container.HostConfig": {
 		"Binds": "checked: builds dir only, again at every start; anonymous ones become labelled volumes", "ContainerIDFile": "allowed: a client-side field",
-		"LogConfig": "checked: local drivers only", "NetworkMode": "checked: the job's networks, by id", "PortBindings": "allowed: published on the host (issue 15's open port class)",
+		"LogConfig": "checked: local drivers only", "NetworkMode": "checked: the job's networks, by id", "PortBindings": "checked: published on the job network's gateway (ports.go)",
 		"RestartPolicy": "refused: the engine would restart unchecked", "AutoRemove": "allowed: removes the container", "VolumeDriver": "refused",
 		"VolumesFrom": "refused", "ConsoleSize": "allowed: terminal size", "Annotations": "refused: runtime configuration",
 		"CapAdd": "refused", "CapDrop": "allowed: fewer capabilities", "CgroupnsMode": "checked: private only",
@@ -42,7 +42,7 @@ var fieldCensus = map[string]map[string]string{
 		"ExtraHosts": "allowed: the container's /etc/hosts", "GroupAdd": "allowed: supplementary groups of the container's process; binds are the builds dir only",
 		"IpcMode": "checked: private, shareable, none or a job container", "Cgroup": "refused", "Links": "checked: the job's containers",
 		"OomScoreAdj": "checked: not negative", "PidMode": "checked: a job container only", "Privileged": "refused",
-		"PublishAllPorts": "allowed: published on the host (issue 15's open port class)", "ReadonlyRootfs": "allowed: less writable",
+		"PublishAllPorts": "checked: each exposed port on the gateway (ports.go)", "ReadonlyRootfs": "allowed: less writable",
 		"SecurityOpt": "checked: no-new-privileges only", "StorageOpt": "refused", "Tmpfs": "checked: size within the ceiling",
 		"UTSMode": "refused", "UsernsMode": "refused", "ShmSize": "checked: within the ceiling", "Sysctls": "refused",
 		"Runtime": "refused", "Isolation": "checked: default only", "Mounts": "checked: see mount.Mount", "MaskedPaths": "refused",

@@ -66,6 +66,10 @@ type Object struct {
 	ID     string
 	Labels map[string]string
 	Binds  []Bind
+	// Gateway is a network's IPv4 gateway address.
+	Gateway string
+	// Ports are the ports an image exposes ("80/tcp").
+	Ports []string
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and
@@ -155,6 +159,12 @@ type Config struct {
 	// LocalRegistries are the registries at local addresses the job may
 	// use (see registries.go).
 	LocalRegistries []string
+	// PublicPorts leaves published ports where the job binds them, every
+	// host interface by default (see ports.go).
+	PublicPorts bool
+	// RootlessPorts: the engine binds published ports in the host's
+	// network namespace, apart from the job network (rootless Podman).
+	RootlessPorts bool
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -178,19 +188,25 @@ type Config struct {
 // refused. Archive uploads, the one request by which the engine writes
 // into a bind source for the job, wait while a start is checked.
 type Filter struct {
-	up              Upstream
-	buildsDir       string
-	labels          map[string]string
-	selector        map[string]string
-	network         string
-	noFreeze        bool
-	verifyMounts    bool
+	up           Upstream
+	buildsDir    string
+	labels       map[string]string
+	selector     map[string]string
+	network      string
+	noFreeze     bool
+	verifyMounts bool
 	// mounted stats what is mounted at target in the container whose
 	// process is pid (procMounted; a fake in tests).
-	mounted func(pid int, target string) (unix.Stat_t, error)
+	mounted         func(pid int, target string) (unix.Stat_t, error)
 	spoolDir        string
 	ceilings        Ceilings
 	localRegistries []string
+	publicPorts     bool
+	rootlessPorts   bool
+
+	// gatewayIP is the job network's gateway, once looked up.
+	gatewayMu sync.Mutex
+	gatewayIP string
 
 	// startMu: a start holds it exclusively from its check until the
 	// engine answered; archive uploads hold it shared.
@@ -226,7 +242,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts}, nil
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)
@@ -1281,6 +1297,9 @@ func (r *request) createContainer() error {
 		req.HostConfig = &container.HostConfig{}
 	}
 	if err := r.checkHostConfig(req.HostConfig); err != nil {
+		return err
+	}
+	if err := r.publishPorts(req.Config, req.HostConfig); err != nil {
 		return err
 	}
 	if req.NetworkingConfig != nil {

@@ -64,7 +64,7 @@ func (fakeUpstream) Container(_ context.Context, ref string) (Object, error) {
 func (fakeUpstream) Network(_ context.Context, ref string) (Object, error) {
 	switch ref {
 	case "jobnet":
-		return Object{ID: "n1", Labels: jobNet}, nil
+		return Object{ID: "n1", Labels: jobNet, Gateway: "10.9.0.1"}, nil
 	case "ownnet":
 		return Object{ID: "n2", Labels: jobLabels}, nil
 	case "othernet":
@@ -97,7 +97,7 @@ func (fakeUpstream) ExecContainer(_ context.Context, id string) (string, error) 
 
 var fakeImages = map[string]Object{
 	"busybox":                  {ID: "sha256:shared"},
-	"busybox:latest":           {ID: "sha256:shared"},
+	"busybox:latest":           {ID: "sha256:shared", Ports: []string{"80/tcp"}},
 	"127.0.0.1:5000/a/b:1":     {ID: "sha256:shared2"},
 	"berth-test/helper:latest": {ID: "sha256:helper"},
 	"ownbuilt:1":               {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},

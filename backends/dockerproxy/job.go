@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/config"
 )
 
 // A job's proxy runs in a container of its own, from berth's static binary
@@ -48,10 +49,23 @@ func JobSocket(job *backends.Job) string { return filepath.Join(JobDir(job), "do
 // ContainerName is the name of the job's proxy container.
 func ContainerName(job *backends.Job) string { return job.Name() + "-docker-proxy" }
 
+// Settings are the admin's settings of the guard (docker.guard_*).
+type Settings struct {
+	// LocalRegistries: docker.guard_local_registries.
+	LocalRegistries []string
+	// PublicPorts: docker.guard_public_ports.
+	PublicPorts bool
+}
+
+// SettingsFrom takes the guard's settings from the berth config.
+func SettingsFrom(d config.Docker) Settings {
+	return Settings{LocalRegistries: d.GuardLocalRegistries, PublicPorts: d.GuardPublicPorts}
+}
+
 // Command is the proxy container's command, after the entrypoint
 // BinaryPath: it labels what the job creates with the job's labels and
 // bounds it by the ceilings.
-func Command(job *backends.Job, ceilings Ceilings, localRegistries []string) []string {
+func Command(job *backends.Job, ceilings Ceilings, settings Settings) []string {
 	labels := job.Labels(RoleJobCreated)
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
@@ -64,8 +78,11 @@ func Command(job *backends.Job, ceilings Ceilings, localRegistries []string) []s
 	for _, k := range keys {
 		cmd = append(cmd, "--label", k+"="+labels[k])
 	}
-	for _, r := range localRegistries {
+	for _, r := range settings.LocalRegistries {
 		cmd = append(cmd, "--local-registry", r)
+	}
+	if settings.PublicPorts {
+		cmd = append(cmd, "--public-ports")
 	}
 	return append(cmd, ceilings.Args()...)
 }

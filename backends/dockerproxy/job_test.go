@@ -17,14 +17,14 @@ func TestJobSocketIsOutsideTheBuildsDir(t *testing.T) {
 
 func TestCommandCarriesTheJobLabelsInOrder(t *testing.T) {
 	job := &backends.Job{ID: 42, ProjectID: 7, Runner: "r1", BuildsDir: "/builds/r1/42", Backend: "podman"}
-	cmd := Command(job, Ceilings{Memory: 1 << 30, PidsLimit: 100}, []string{"127.0.0.1:5000"})
+	cmd := Command(job, Ceilings{Memory: 1 << 30, PidsLimit: 100}, Settings{LocalRegistries: []string{"127.0.0.1:5000"}, PublicPorts: true})
 	if cmd[0] != "docker-proxy" || !slices.Contains(cmd, "--builds-dir") || !slices.Contains(cmd, "berth.role="+RoleJobCreated) || !slices.Contains(cmd, "berth.job.id=42") {
 		t.Fatalf("command lacks the job's settings: %q", cmd)
 	}
 	if !slices.Contains(cmd, "--memory") || !slices.Contains(cmd, "1073741824") || !slices.Contains(cmd, "--pids-limit") {
 		t.Errorf("command lacks the ceilings: %q", cmd)
 	}
-	if again := Command(job, Ceilings{Memory: 1 << 30, PidsLimit: 100}, []string{"127.0.0.1:5000"}); !slices.Equal(cmd, again) {
+	if again := Command(job, Ceilings{Memory: 1 << 30, PidsLimit: 100}, Settings{LocalRegistries: []string{"127.0.0.1:5000"}, PublicPorts: true}); !slices.Equal(cmd, again) {
 		t.Errorf("command is not stable: %q then %q", cmd, again)
 	}
 }

@@ -125,16 +125,17 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 	if err != nil {
 		return fmt.Errorf("ask the engine at %s what it is: %w", upstream, err)
 	}
-	pausable, why, err := canPause(ctx, httpc)
+	rootless, cgroupVersion, err := engineInfo(ctx, httpc)
 	if err != nil {
 		return fmt.Errorf("ask the engine at %s what it can do: %w", upstream, err)
 	}
 	switch {
 	case podman:
 		cfg.VerifyMounts = true
-	case !pausable:
+		cfg.RootlessPorts = rootless
+	case rootless && cgroupVersion == "1":
 		cfg.NoFreeze = true
-		log("WARNING: %s, so a start is checked without pausing the job's other containers: a job that swaps a bind source for a symlink at that moment can still win the race", why)
+		log("WARNING: a rootless engine on cgroup v1 cannot pause containers, so a start is checked without pausing the job's other containers: a job that swaps a bind source for a symlink at that moment can still win the race")
 	}
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Dir(listen)
@@ -293,6 +294,9 @@ func (c clientUpstream) Image(ctx context.Context, ref string) (Object, error) {
 	obj := Object{ID: info.ID}
 	if info.Config != nil {
 		obj.Labels = info.Config.Labels
+		for p := range info.Config.ExposedPorts {
+			obj.Ports = append(obj.Ports, string(p))
+		}
 	}
 	return obj, nil
 }
@@ -367,11 +371,11 @@ func (c clientUpstream) Unpause(ctx context.Context, id string) error {
 	return c.cli.ContainerUnpause(ctx, id)
 }
 
-// canPause reports whether the engine can pause containers: not a rootless
-// engine on cgroup v1, where containers have no cgroup of their own to
-// freeze. Podman's Docker-compatible /info says Rootless; Docker's says
-// name=rootless among its security options.
-func canPause(ctx context.Context, httpc *http.Client) (bool, string, error) {
+// engineInfo reports whether the engine is rootless and its cgroup
+// version. A rootless engine on cgroup v1 cannot pause containers, which
+// have no cgroup of their own to freeze. Podman's Docker-compatible /info
+// says Rootless; Docker's says name=rootless among its security options.
+func engineInfo(ctx context.Context, httpc *http.Client) (rootless bool, cgroupVersion string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
 	if err != nil {
 		return false, "", err
@@ -397,10 +401,7 @@ func canPause(ctx context.Context, httpc *http.Client) (bool, string, error) {
 			info.Rootless = true
 		}
 	}
-	if info.Rootless && info.CgroupVersion == "1" {
-		return false, "a rootless engine on cgroup v1 cannot pause containers", nil
-	}
-	return true, "", nil
+	return info.Rootless, info.CgroupVersion, nil
 }
 
 func (c clientUpstream) Network(ctx context.Context, ref string) (Object, error) {
@@ -411,7 +412,14 @@ func (c clientUpstream) Network(ctx context.Context, ref string) (Object, error)
 	if err != nil {
 		return Object{}, notFoundErr(err)
 	}
-	return Object{ID: info.ID, Labels: info.Labels}, nil
+	obj := Object{ID: info.ID, Labels: info.Labels}
+	for _, c := range info.IPAM.Config {
+		if ip := net.ParseIP(c.Gateway); ip != nil && ip.To4() != nil {
+			obj.Gateway = c.Gateway
+			break
+		}
+	}
+	return obj, nil
 }
 
 func (c clientUpstream) Volume(ctx context.Context, name string) (Object, error) {

@@ -68,7 +68,7 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 	s.Labels = job.Labels(dockerproxy.RoleProxy)
 	s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
 	s.Entrypoint = []string{dockerproxy.BinaryPath}
-	s.Command = dockerproxy.Command(job, dockerproxy.JobCeilings(b.limits, job), b.cfg.GuardLocalRegistries)
+	s.Command = dockerproxy.Command(job, dockerproxy.JobCeilings(b.limits, job), dockerproxy.SettingsFrom(b.cfg))
 	for _, m := range dockerproxy.Binds(job, self, b.socketPath) {
 		mode := "rw"
 		if m.ReadOnly {

@@ -63,7 +63,7 @@ func (b *Backend) startProxy(ctx context.Context, job *backends.Job) error {
 		Healthcheck: dockerengine.NoHealthcheck,
 		User:        user,
 		Entrypoint:  []string{dockerproxy.BinaryPath},
-		Cmd:         dockerproxy.Command(job, dockerproxy.JobCeilings(b.Limits(), job), b.cfg.Docker.GuardLocalRegistries),
+		Cmd:         dockerproxy.Command(job, dockerproxy.JobCeilings(b.Limits(), job), dockerproxy.SettingsFrom(b.cfg.Docker)),
 		Labels:      job.Labels(dockerproxy.RoleProxy),
 	}, &container.HostConfig{
 		NetworkMode: "none",

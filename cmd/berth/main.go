@@ -200,6 +200,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	var listen, upstream, buildsDir, network string
 	var labels, ulimits, localRegistries []string
 	var ceilings dockerproxy.Ceilings
+	var publicPorts bool
 	cmd := &cobra.Command{
 		Use:    "docker-proxy",
 		Short:  "Serve a job's guarded Docker socket (runs in a socket job's proxy container)",
@@ -223,6 +224,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 			}
 			cfg.Ceilings = ceilings
 			cfg.LocalRegistries = localRegistries
+			cfg.PublicPorts = publicPorts
 			logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 			return dockerproxy.Serve(ctx, cfg, listen, upstream, logf)
 		},
@@ -239,6 +241,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().Int64Var(&ceilings.ShmSize, "shm-size", 0, "/dev/shm size ceiling in bytes")
 	cmd.Flags().StringArrayVar(&ulimits, "ulimit", nil, "name=soft:hard ulimit ceiling (repeatable)")
 	cmd.Flags().StringArrayVar(&localRegistries, "local-registry", nil, "a registry at a loopback or link-local address the job may use (repeatable)")
+	cmd.Flags().BoolVar(&publicPorts, "public-ports", false, "leave published ports on every host interface, as the job gives them")
 	return cmd
 }
 
