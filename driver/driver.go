@@ -113,13 +113,13 @@ func (d *Driver) Prepare(ctx context.Context) error {
 	}
 	d.Log.Infof("Using berth %s with backend %s%s", Version, spec.Backend, desc)
 	marker := prepareMarker(spec.BuildsDir)
-	if err := writeMarker(marker, prepareStarted); err != nil {
+	if err := writeMarker(marker, prepareStarted, spec.Timeout); err != nil {
 		return classify(ctx, err)
 	}
 	if err := backend.Prepare(ctx, spec); err != nil {
 		return classify(ctx, fmt.Errorf("prepare job environment: %w", err))
 	}
-	if err := writeMarker(marker, prepareDone); err != nil {
+	if err := writeMarker(marker, prepareDone, spec.Timeout); err != nil {
 		return classify(ctx, err)
 	}
 	return nil
@@ -129,30 +129,52 @@ func (d *Driver) Prepare(ctx context.Context) error {
 // began creating resources and whether it finished. A prepare killed in
 // between may have create requests in flight that the engine completes
 // after the process is gone; cleanup then waits for them (settleTime) and
-// looks again.
+// looks again. It is also berth's record that the job lives, which a job
+// cannot write (it sees only its builds dir): written before prepare
+// creates anything, with the job's timeout, and removed last by cleanup.
+// `berth gc` judges a job with a marker by it, never by labels.
 const (
-	prepareStarted = "started\n"
-	prepareDone    = "done\n"
+	prepareStarted = "started"
+	prepareDone    = "done"
 	settleTime     = 2 * time.Second
 )
 
 func prepareMarker(buildsDir string) string { return buildsDir + ".prepare" }
 
-func writeMarker(path, state string) error {
+// writeMarker writes the state line and "timeout <seconds>".
+func writeMarker(path, state string, timeout time.Duration) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return systemErr(fmt.Errorf("create the runner's builds directory: %w; check builds_dir in the berth config", err))
 	}
-	if err := os.WriteFile(path, []byte(state), 0o644); err != nil {
+	content := fmt.Sprintf("%s\ntimeout %d\n", state, int64(timeout/time.Second))
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		return systemErr(fmt.Errorf("record the prepare state: %w; check builds_dir in the berth config", err))
 	}
 	return nil
 }
 
+// readMarker returns a marker's state and the job's timeout (0: unknown).
+func readMarker(path string) (state string, timeout time.Duration, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", 0, err
+	}
+	lines := strings.Split(string(data), "\n")
+	if len(lines) > 1 {
+		if secs, ok := strings.CutPrefix(lines[1], "timeout "); ok {
+			if n, err := strconv.ParseInt(secs, 10, 64); err == nil && n > 0 {
+				timeout = time.Duration(n) * time.Second
+			}
+		}
+	}
+	return lines[0], timeout, nil
+}
+
 // interruptedPrepare reports whether a prepare of the job began creating
 // resources and did not finish.
 func interruptedPrepare(buildsDir string) bool {
-	data, err := os.ReadFile(prepareMarker(buildsDir))
-	return err == nil && string(data) == prepareStarted
+	state, _, err := readMarker(prepareMarker(buildsDir))
+	return err == nil && state == prepareStarted
 }
 
 // Run runs one `run <script> <stage>` call.

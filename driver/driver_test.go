@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -432,7 +433,7 @@ func TestCleanupAfterAnInterruptedPrepareLooksTwice(t *testing.T) {
 	} {
 		d, o, _, _ := newTestDriver(t, testResponse(), nil)
 		marker := prepareMarker(BuildsDir(d.Config, 101))
-		if err := writeMarker(marker, tc.state); err != nil {
+		if err := writeMarker(marker, tc.state, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		if err := d.Cleanup(context.Background()); err != nil {
@@ -448,7 +449,9 @@ func TestCleanupAfterAnInterruptedPrepareLooksTwice(t *testing.T) {
 }
 
 func TestPrepareMarksItsProgress(t *testing.T) {
-	d, o, _, _ := newTestDriver(t, testResponse(), nil)
+	resp := testResponse()
+	resp.RunnerInfo.Timeout = 5400
+	d, o, _, _ := newTestDriver(t, resp, nil)
 	marker := prepareMarker(BuildsDir(d.Config, 101))
 	o.backends["socket"].prepareErr = errors.New("engine gone")
 	if err := d.Prepare(context.Background()); err == nil {
@@ -461,8 +464,9 @@ func TestPrepareMarksItsProgress(t *testing.T) {
 	if err := d.Prepare(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := os.ReadFile(marker); string(data) != prepareDone {
-		t.Errorf("marker after a finished prepare: %q", data)
+	state, timeout, err := readMarker(marker)
+	if err != nil || state != prepareDone || timeout != 90*time.Minute {
+		t.Errorf("marker after a finished prepare: %q, timeout %s, %v; want %q and 1h30m", state, timeout, err, prepareDone)
 	}
 }
 

@@ -34,6 +34,11 @@ type gcJob struct {
 	dirs          []string
 	dirsModified  time.Time
 	resources     []string
+	// marker: the job's prepare marker exists, written at markerTime
+	// with markerTimeout (see prepareMarker).
+	marker        bool
+	markerTime    time.Time
+	markerTimeout time.Duration
 }
 
 // What berth makes under <builds_dir>/<runner> for a job: its builds dir,
@@ -112,13 +117,32 @@ func (d *Driver) GC(ctx context.Context, opts GCOptions) error {
 	for _, id := range ids {
 		j := jobs[id]
 		state, age := "live", now.Sub(j.created)
-		if j.created.IsZero() {
+		switch {
+		case j.marker:
+			// berth's own record, which labels cannot overrule: the job
+			// is live until its timeout and the grace have passed.
+			timeout := j.markerTimeout
+			if timeout == 0 {
+				timeout = j.timeout
+			}
+			j.timeout = timeout
+			age = now.Sub(j.markerTime)
+			if now.After(j.markerTime.Add(timeout + grace)) {
+				state = "expired"
+			}
+		case !j.created.IsZero():
+			// No marker: the job's cleanup has run (it removes the
+			// marker last) or no prepare made these. Its labels' time
+			// counts, never a timeout or a time to come that labels
+			// could claim to keep them.
+			if j.created.After(now) || now.After(j.created.Add(grace)) {
+				state = "expired"
+			}
+		default:
 			age = now.Sub(j.dirsModified)
 			if age > grace {
 				state = "expired"
 			}
-		} else if now.After(j.created.Add(j.timeout + grace)) {
-			state = "expired"
 		}
 		if state == "expired" {
 			expired = append(expired, j)
@@ -188,9 +212,15 @@ func (d *Driver) findJobDirs(jobs map[int64]*gcJob) error {
 				j = &gcJob{id: id}
 				jobs[id] = j
 			}
-			j.dirs = append(j.dirs, filepath.Join(root, e.Name()))
+			path := filepath.Join(root, e.Name())
+			j.dirs = append(j.dirs, path)
 			if info.ModTime().After(j.dirsModified) {
 				j.dirsModified = info.ModTime()
+			}
+			if suffix == ".prepare" {
+				if _, timeout, err := readMarker(path); err == nil {
+					j.marker, j.markerTime, j.markerTimeout = true, info.ModTime(), timeout
+				}
 			}
 			break
 		}

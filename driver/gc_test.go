@@ -76,6 +76,10 @@ func TestGCRemovesOnlyExpiredJobs(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(root, "5"), now, now); err != nil {
 		t.Fatal(err)
 	}
+	// Jobs 2 and 3 are live: their prepare markers, written 1.5 h and 3 h
+	// ago with 1 h and 4 h timeouts, say so.
+	writeTestMarker(t, filepath.Join(root, "2.prepare"), time.Hour, now.Add(-90*time.Minute))
+	writeTestMarker(t, filepath.Join(root, "3.prepare"), 4*time.Hour, now.Add(-3*time.Hour))
 
 	// Dry run: a table, nothing removed.
 	if err := d.GC(context.Background(), GCOptions{DryRun: true, Now: now}); err != nil {
@@ -115,6 +119,50 @@ func TestGCRemovesOnlyExpiredJobs(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "removed 2 of 5 jobs") {
 		t.Errorf("summary:\n%s", out.String())
+	}
+}
+
+func writeTestMarker(t *testing.T, path string, timeout time.Duration, at time.Time) {
+	t.Helper()
+	if err := writeMarker(path, prepareDone, timeout); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, at, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Labels on images can be forged: a pulled or loaded image carries what
+// its maker wrote. gc judges a job with a prepare marker (berth's record,
+// out of the job's reach) by the marker alone, and one without by its
+// labels' time plus the grace, never by a timeout or a time to come.
+func TestGCTrustsThePrepareMarkerOverLabels(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	socket := listingBackend{fakeBackend: &fakeBackend{}, records: []backends.JobRecord{
+		// a live job that another job's forged image names as ancient
+		{ID: 11, ProjectID: 7, Backend: "socket", Created: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), Timeout: time.Second, Resources: []string{"image 0123456789ab"}},
+		// no marker: labels from the future, and a ten-year timeout
+		{ID: 12, Backend: "socket", Created: now.Add(24 * time.Hour), Timeout: time.Hour, Resources: []string{"image 1123456789ab"}},
+		{ID: 13, Backend: "socket", Created: now.Add(-2 * time.Hour), Timeout: 10 * 365 * 24 * time.Hour, Resources: []string{"image 2123456789ab"}},
+		// no marker, within the grace of its labels' time
+		{ID: 14, Backend: "socket", Created: now.Add(-30 * time.Minute), Timeout: time.Hour, Resources: []string{"container c14"}},
+	}}
+	d, out := newGCDriver(t, map[string]listingBackend{"socket": socket, "podman": {fakeBackend: &fakeBackend{}}})
+	root := filepath.Join(d.Config.BuildsDir, "berth")
+	mkdirs(t, filepath.Join(root, "11"))
+	writeTestMarker(t, filepath.Join(root, "11.prepare"), time.Hour, now.Add(-10*time.Minute))
+	if err := d.GC(context.Background(), GCOptions{Now: now}); err != nil {
+		t.Fatal(err)
+	}
+	var removed []int64
+	for _, j := range socket.jobs {
+		removed = append(removed, j.ID)
+	}
+	if len(removed) != 2 || removed[0] != 12 || removed[1] != 13 {
+		t.Errorf("removed jobs %v, want 12 and 13:\n%s", removed, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(root, "11.prepare")); err != nil {
+		t.Errorf("the live job's marker went: %v", err)
 	}
 }
 

@@ -22,10 +22,11 @@ func (b *Backend) ListJobs(ctx context.Context, runner string) ([]backends.JobRe
 	if err != nil {
 		return nil, err
 	}
-	filters := map[string][]string{"label": {backends.LabelRunner + "=" + runner, backends.LabelBackend + "=" + Name}}
+	// One label filter: Podman versions differ in how they combine
+	// several (4.3 answers an image list with two by nothing, and ORs
+	// them for volumes), so the rest is checked here.
+	filters := map[string][]string{"label": {backends.LabelRunner + "=" + runner}}
 	records := map[int64]*backends.JobRecord{}
-	// Labels are checked again: Podman versions differ in how they combine
-	// several label filters.
 	mine := func(labels map[string]string) bool {
 		return labels[backends.LabelRunner] == runner && labels[backends.LabelBackend] == Name
 	}

@@ -1,0 +1,135 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/containers/podman/v5/pkg/bindings/images"
+
+	"github.com/berthci/berth/backends"
+)
+
+// forgedImageArchive is a docker-archive of a one-file image named name
+// whose config carries labels, and that image's id: what a job can load,
+// or pull from a registry it pushed to, with any labels it likes.
+func forgedImageArchive(t *testing.T, name string, labels map[string]string) (archive []byte, id string) {
+	t.Helper()
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	if err := tw.WriteHeader(&tar.Header{Name: "forged", Mode: 0o644, Size: 2, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write([]byte("x\n"))
+	tw.Close()
+	cfg, err := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux",
+		"config": map[string]any{"Labels": labels, "Cmd": []string{"true"}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{fmt.Sprintf("sha256:%x", sha256.Sum256(layer.Bytes()))}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = fmt.Sprintf("%x", sha256.Sum256(cfg))
+	manifest, err := json.Marshal([]map[string]any{{"Config": id + ".json", "RepoTags": []string{name}, "Layers": []string{"layer.tar"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	aw := tar.NewWriter(&out)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{id + ".json", cfg}, {"layer.tar", layer.Bytes()}, {"manifest.json", manifest}} {
+		if err := aw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		aw.Write(f.data)
+	}
+	aw.Close()
+	return out.Bytes(), id
+}
+
+// imageExists reports whether the engine of backend has the image id.
+func imageExists(t *testing.T, backend, id string) bool {
+	t.Helper()
+	if backend == "podman" {
+		_, err := images.GetImage(requirePodman(t), id, nil)
+		return err == nil
+	}
+	_, err := dockerCli.ImageInspect(context.Background(), "sha256:"+id)
+	return err == nil
+}
+
+// TestGuardForgedLabelsCannotSteerGC replays the label attack: a job
+// loads images whose labels say they belong to a live job of another
+// project, created long ago with a 1 s timeout, and to a job that never
+// ran. `berth gc` must leave the live job running (berth's prepare marker,
+// which no job can write, says it is live), and remove the image of the
+// job that never ran; the live job's own cleanup then removes the image
+// that named it, so nothing the attacker made outlives cleanup and gc.
+func TestGuardForgedLabelsCannotSteerGC(t *testing.T) {
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		victim := e.job(351)
+		victim.Timeout = 3600
+		vs := preparedSession(t, e, victim)
+
+		attacker := e.job(352)
+		forge := func(jobID int64, tag string) ([]byte, string, string) {
+			name := fmt.Sprintf("berth-it-forged-%s-%d:1", tag, attacker.ID)
+			archive, id := forgedImageArchive(t, name, map[string]string{
+				backends.LabelRunner: e.runner, backends.LabelBackend: backend, backends.LabelJobID: fmt.Sprint(jobID),
+				backends.LabelProjectID: "999", backends.LabelCreated: "2000-01-01T00:00:00Z", backends.LabelTimeout: "1",
+				backends.LabelRole: "build"})
+			t.Cleanup(func() {
+				if backend == "podman" {
+					removePodmanImage(t, requirePodman(t), id)
+				} else {
+					removeImage(t, "sha256:"+id)
+				}
+			})
+			return archive, id, name
+		}
+		victimArchive, victimImage, _ := forge(victim.ID, "victim")
+		ghostArchive, ghostImage, _ := forge(victim.ID+7, "ghost")
+		attacker.Script = []string{
+			"echo " + base64.StdEncoding.EncodeToString(victimArchive) + " | base64 -d > victim.tar",
+			"echo " + base64.StdEncoding.EncodeToString(ghostArchive) + " | base64 -d > ghost.tar",
+			"docker load -i victim.tar && docker load -i ghost.tar",
+		}
+		requireSuccess(t, e.run(attacker))
+		if !imageExists(t, backend, victimImage) || !imageExists(t, backend, ghostImage) {
+			t.Fatal("the forged images were not loaded, so this test proves nothing")
+		}
+
+		out, err := exec.Command(berthBinary, "--config", e.cfgPath, "gc", "--grace", "1s").CombinedOutput()
+		if err != nil {
+			t.Fatalf("berth gc: %v\n%s", err, out)
+		}
+		t.Logf("gc:\n%s", out)
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && f[0] == fmt.Sprint(victim.ID) && f[4] != "live" {
+				t.Errorf("gc judged the live job %d %s: %s", victim.ID, f[4], line)
+			}
+		}
+		// The live job still runs, with its containers.
+		if got := mustRunStage(t, vs, "build_script"); !strings.Contains(got, "Job succeeded") && strings.Contains(got, "ERROR") {
+			t.Errorf("the live job's stage after gc:\n%s", got)
+		}
+		if imageExists(t, backend, ghostImage) {
+			t.Errorf("gc left the image labelled as job %d, which never ran", victim.ID+7)
+		}
+		if r := vs.Cleanup(context.Background()); r.ExitCode != 0 {
+			t.Fatalf("cleanup of the live job: %d\n%s", r.ExitCode, r.Output)
+		}
+		if imageExists(t, backend, victimImage) {
+			t.Errorf("the image labelled as job %d outlived that job's cleanup", victim.ID)
+		}
+		e.assertNoResources()
+	})
+}
