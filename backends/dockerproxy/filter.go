@@ -1102,7 +1102,11 @@ func (r *request) build() error {
 	if err := r.boundBuild(); err != nil {
 		return err
 	}
-	return r.tarBody()
+	if err := r.tarBody(); err != nil {
+		return err
+	}
+	// What the Dockerfile would fetch (buildcheck.go).
+	return r.checkBuild()
 }
 
 func (r *request) networks(segs []string) error {

@@ -203,7 +203,7 @@ var filterCases = map[string]filterCase{
 	"create anonymous volume":       {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Mounts":[{"Type":"volume","Target":"/v"}]}`)},
 	"create tmpfs":                  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Mounts":[{"Type":"tmpfs","Target":"/t"}]}`)},
 	"create no network":             {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"b","HostConfig":{"NetworkMode":"none"},"NetworkingConfig":{"EndpointsConfig":{"none":{}}}}`},
-	"build no network":              {method: "POST", target: "/v1.41/build?networkmode=none", contentType: "application/x-tar", body: "x"},
+	"build no network":              {method: "POST", target: "/v1.41/build?networkmode=none", contentType: "application/x-tar", body: plainBuildContext},
 	"create job network":            {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"NetworkMode":"jobnet"}`)},
 	"create own network endpoint": {method: "POST", target: "/v1.41/containers/create", contentType: ct,
 		body: `{"Image":"busybox","HostConfig":{"NetworkMode":"ownnet"},"NetworkingConfig":{"EndpointsConfig":{"ownnet":{"Aliases":["db"]}}}}`},
@@ -220,7 +220,7 @@ var filterCases = map[string]filterCase{
 	"exec inspect own":          {method: "GET", target: "/v1.41/exec/ownexec/json"},
 	"copy into own":             {method: "PUT", target: "/v1.41/containers/own/archive?path=/tmp", contentType: "application/x-tar", body: "tar", chunked: true},
 	"update own":                {method: "POST", target: "/v1.41/containers/own/update", contentType: ct, body: `{"Memory":1000000}`},
-	"build classic":             {method: "POST", target: "/v1.41/build?t=a&t=b&q=1&rm=1&networkmode=default&labels=%7B%7D&version=1", contentType: "application/x-tar", body: "tar", chunked: true},
+	"build classic":             {method: "POST", target: "/v1.41/build?t=a&t=b&q=1&rm=1&networkmode=default&labels=%7B%7D&version=1", contentType: "application/x-tar", body: plainBuildContext, chunked: true},
 	"pull":                      {method: "POST", target: "/v1.41/images/create?fromImage=busybox&tag=latest"},
 	"push":                      {method: "POST", target: "/v1.41/images/127.0.0.1:5000/a/b/push?tag=1"},
 	"tag":                       {method: "POST", target: "/v1.41/images/busybox/tag?repo=x&tag=1"},
@@ -479,9 +479,11 @@ func forwarded(t *testing.T, name string) (*http.Request, []byte, string) {
 	dir := testBuildsDir(t)
 	f := newTestFilter(t, dir)
 	req := readRequest(t, filterCases[name].rawRequest(dir))
-	if err := f.Check(context.Background(), req); err != nil {
+	release, err := f.CheckHold(context.Background(), req)
+	if err != nil {
 		t.Fatalf("got %v, want the request forwarded", err)
 	}
+	defer release() // a spooled body is open until then
 	var body []byte
 	if req.Body != nil {
 		body, _ = io.ReadAll(req.Body)

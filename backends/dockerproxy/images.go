@@ -256,15 +256,11 @@ func (r *request) checkLoad() error {
 	if r.Body == nil || !r.hasBody() {
 		return nil
 	}
-	spool, err := os.CreateTemp(r.f.spoolDir, "load-*.tar")
+	spool, err := r.spoolBody("load-*.tar", "the image archive")
 	if err != nil {
-		return fmt.Errorf("spool the image archive: %w", err)
+		return err
 	}
-	os.Remove(spool.Name()) // the open file stays until closed
 	defer spool.Close()
-	if _, err := io.Copy(spool, r.Body); err != nil {
-		return fmt.Errorf("read the image archive: %w", err)
-	}
 	checked, err := os.CreateTemp(r.f.spoolDir, "load-checked-*.tar")
 	if err != nil {
 		return fmt.Errorf("spool the image archive: %w", err)
@@ -285,21 +281,50 @@ func (r *request) checkLoad() error {
 			return err
 		}
 	}
-	size, err := checked.Seek(0, io.SeekEnd)
+	if err := r.sendSpooled(checked, "the image archive"); err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/x-tar")
+	return nil
+}
+
+// spoolBody copies the request body to a file in the spool directory,
+// unlinked at once, and returns it rewound; the caller closes it. what
+// names the body in errors.
+func (r *request) spoolBody(pattern, what string) (*os.File, error) {
+	spool, err := os.CreateTemp(r.f.spoolDir, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", what, err)
+	}
+	os.Remove(spool.Name()) // the open file stays until closed
+	if _, err := io.Copy(spool, r.Body); err != nil {
+		spool.Close()
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		spool.Close()
+		return nil, fmt.Errorf("rewind %s: %w", what, err)
+	}
+	return spool, nil
+}
+
+// sendSpooled makes f, from its start, the body the daemon gets, and
+// closes f once the daemon has answered. On an error it closes f at once.
+func (r *request) sendSpooled(f *os.File, what string) error {
+	size, err := f.Seek(0, io.SeekEnd)
 	if err == nil {
-		_, err = checked.Seek(0, io.SeekStart)
+		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		checked.Close()
-		return fmt.Errorf("rewind the image archive: %w", err)
+		f.Close()
+		return fmt.Errorf("rewind %s: %w", what, err)
 	}
-	r.Body = checked
+	r.Body = f
 	r.ContentLength = size
 	r.TransferEncoding = nil
 	r.Header.Del("Transfer-Encoding")
 	r.Header.Set("Content-Length", fmt.Sprint(size))
-	r.Header.Set("Content-Type", "application/x-tar")
-	r.hold(func() { checked.Close() })
+	r.hold(func() { f.Close() })
 	return nil
 }
 

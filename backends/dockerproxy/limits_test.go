@@ -77,7 +77,7 @@ func TestAskingForMoreThanTheCeilingsIsRefused(t *testing.T) {
 
 func TestBuildsGetTheCeilings(t *testing.T) {
 	f := ceilingFilter(t)
-	req := httptest.NewRequest("POST", "/v1.41/build?t=x", strings.NewReader("tar"))
+	req := httptest.NewRequest("POST", "/v1.41/build?t=x", strings.NewReader(plainBuildContext))
 	req.Header.Set("Content-Type", "application/x-tar")
 	if err := f.Check(context.Background(), req); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -28,9 +29,50 @@ func localHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	if ip == nil {
+		ip = legacyIPv4(host)
+	}
+	if ip == nil {
 		return false
 	}
 	return ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast()
+}
+
+// legacyIPv4 parses the IPv4 forms that the C library's resolver accepts
+// besides the dotted quad (inet_aton): one to four parts, each decimal,
+// octal (leading 0) or hex (0x), the last filling the remaining bytes, as
+// in 2130706433, 0x7f.1 or 127.1, all 127.0.0.1. An engine that resolves
+// through the C library reaches them; nil if host is not such a form.
+func legacyIPv4(host string) net.IP {
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return nil
+	}
+	var addr uint64
+	for i, p := range parts {
+		base := 10
+		switch {
+		case len(p) > 2 && (p[:2] == "0x" || p[:2] == "0X"):
+			base, p = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, p = 8, p[1:]
+		}
+		n, err := strconv.ParseUint(p, base, 32)
+		if err != nil {
+			return nil
+		}
+		if i < len(parts)-1 {
+			if n > 0xff {
+				return nil
+			}
+			addr |= n << (8 * (3 - uint(i)))
+			continue
+		}
+		if n >= 1<<(8*(4-uint(i))) {
+			return nil
+		}
+		addr |= n
+	}
+	return net.IPv4(byte(addr>>24), byte(addr>>16), byte(addr>>8), byte(addr))
 }
 
 // checkRegistry refuses a registry (host[:port]) at a local address that
