@@ -133,3 +133,49 @@ func TestGuardForgedLabelsCannotSteerGC(t *testing.T) {
 		e.assertNoResources()
 	})
 }
+
+// TestGuardNamesTheJobGaveGoAtCleanup: names a job gives by tag and by
+// load stay in the shared image store, a loaded image with no labels to
+// be found by. The guard records them out of the job's reach, and the
+// job's cleanup removes them: the tag goes and the tagged image stays,
+// the loaded image goes with its only name.
+func TestGuardNamesTheJobGaveGoAtCleanup(t *testing.T) {
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		job := e.job(353)
+		tagged := fmt.Sprintf("berth-it-given-%d:1", job.ID)
+		loaded := fmt.Sprintf("berth-it-loaded-%d:1", job.ID)
+		archive, loadedID := forgedImageArchive(t, loaded, map[string]string{"berth-it": "unlabelled"})
+		t.Cleanup(func() {
+			if backend == "podman" {
+				conn := requirePodman(t)
+				removePodmanImage(t, conn, loadedID)
+				removePodmanImage(t, conn, "docker.io/library/"+tagged)
+			} else {
+				removeImage(t, "sha256:"+loadedID)
+				removeImage(t, tagged)
+			}
+		})
+		genuine := engineImageID(t, backend, busyboxImage)
+		job.Script = []string{
+			"echo " + base64.StdEncoding.EncodeToString(archive) + " | base64 -d > loaded.tar",
+			"docker load -i loaded.tar",
+			"docker tag " + busyboxImage + " " + tagged,
+			"docker image inspect -f '{{.Id}}' " + tagged + " " + loaded,
+		}
+		requireSuccess(t, e.run(job))
+		if imageExists(t, backend, loadedID) {
+			t.Errorf("the image the job loaded as %s outlived its cleanup", loaded)
+		}
+		if backend == "podman" {
+			if _, err := images.GetImage(requirePodman(t), "docker.io/library/"+tagged, nil); err == nil {
+				t.Errorf("the name %s the job tagged outlived its cleanup", tagged)
+			}
+		} else if _, err := dockerCli.ImageInspect(context.Background(), tagged); err == nil {
+			t.Errorf("the name %s the job tagged outlived its cleanup", tagged)
+		}
+		if got := engineImageID(t, backend, busyboxImage); got != genuine {
+			t.Errorf("the tagged image %s changed: %s, was %s", busyboxImage, got, genuine)
+		}
+		e.assertNoResources()
+	})
+}

@@ -151,8 +151,11 @@ type Config struct {
 	// a bind source for a symlink in the moment between the guard's check
 	// and the engine's mount can still win.
 	NoFreeze bool
-	// SpoolDir holds image archives while their names are checked (empty:
-	// the system's temporary directory).
+	// NamesFile records the image names the job gives, for its cleanup
+	// (see names.go; empty: none).
+	NamesFile string
+	// SpoolDir holds image archives and build contexts while they are
+	// checked (empty: the system's temporary directory).
 	SpoolDir string
 	// Ceilings bound the resources of what the job creates.
 	Ceilings Ceilings
@@ -199,6 +202,7 @@ type Filter struct {
 	// process is pid (procMounted; a fake in tests).
 	mounted         func(pid int, target string) (unix.Stat_t, error)
 	spoolDir        string
+	namesFile       string
 	ceilings        Ceilings
 	localRegistries []string
 	publicPorts     bool
@@ -242,7 +246,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts}, nil
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)

@@ -121,7 +121,7 @@ func (r *request) imageTarget(name string) error {
 	switch {
 	case kind == imageMissing:
 		r.f.gaveName(name)
-		return nil
+		return r.f.recordName(name)
 	case kind == imageOwn || r.f.gave(name):
 		return nil
 	}

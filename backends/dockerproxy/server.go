@@ -140,6 +140,9 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Dir(listen)
 	}
+	if cfg.NamesFile == "" {
+		cfg.NamesFile = filepath.Join(filepath.Dir(listen), givenNamesFile)
+	}
 	f, err := NewFilter(cfg, clientUpstream{cli: cli, http: httpc})
 	if err != nil {
 		return err

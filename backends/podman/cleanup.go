@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 	"github.com/containers/podman/v5/pkg/bindings/images"
 	"github.com/containers/podman/v5/pkg/bindings/network"
 	"github.com/containers/podman/v5/pkg/bindings/volumes"
+	"github.com/distribution/reference"
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/backends/dockerproxy"
@@ -108,6 +110,26 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 			} else {
 				refs = append(refs, img.ID)
 			}
+		}
+	}
+	// The names it gave by tag and load through the guard, which may
+	// carry no labels, as Podman's Docker API stores them: a tag
+	// normalised (docker.io/library/x:latest for x), a loaded short name
+	// under localhost/. The guard let the job give the name only when
+	// the engine resolved it to nothing, so neither form was another's.
+	given, err := dockerproxy.GivenNames(job)
+	if err != nil {
+		return err
+	}
+	for _, name := range given {
+		named, err := reference.ParseNormalizedNamed(name)
+		if err != nil {
+			continue
+		}
+		tagged := reference.TagNameOnly(named)
+		refs = append(refs, tagged.String())
+		if reference.Domain(named) == "docker.io" && !strings.HasPrefix(name, "docker.io/") && !strings.HasPrefix(name, "index.docker.io/") {
+			refs = append(refs, "localhost/"+reference.FamiliarString(tagged))
 		}
 	}
 	if len(refs) == 0 {

@@ -126,6 +126,18 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 			errs = append(errs, fmt.Errorf("remove image %s the job built: %w", img.ID, err))
 		}
 	}
+	// The names it gave by tag and load, which may carry no labels:
+	// untagged without force, so an image a container uses stays.
+	names, err := dockerproxy.GivenNames(job)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, name := range names {
+		_, err := b.cli.ImageRemove(ctx, name, image.RemoveOptions{PruneChildren: true})
+		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("remove the image name %s the job gave: %w", name, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
