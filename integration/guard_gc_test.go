@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/containers/podman/v5/pkg/bindings/images"
+	podnetwork "github.com/containers/podman/v5/pkg/bindings/network"
+	"github.com/docker/docker/api/types/network"
+	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/berthci/berth/backends"
 )
@@ -177,5 +180,54 @@ func TestGuardNamesTheJobGaveGoAtCleanup(t *testing.T) {
 			t.Errorf("the tagged image %s changed: %s, was %s", busyboxImage, got, genuine)
 		}
 		e.assertNoResources()
+	})
+}
+
+// TestPrepareDoesNotAdoptASquattedNetwork: a network someone made under
+// the name a coming job's network will have (job ids are sequential) is
+// not adopted: the job's prepare fails, saying what to remove, and the
+// network is left as it was.
+func TestPrepareDoesNotAdoptASquattedNetwork(t *testing.T) {
+	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
+		job := e.job(354)
+		name := backends.JobName(e.runner, job.ID)
+		labels := map[string]string{"berth-it": "squatter"}
+		var id string
+		if backend == "podman" {
+			conn := requirePodman(t)
+			created, err := podnetwork.Create(conn, &nettypes.Network{Name: name, Labels: labels})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _, _ = podnetwork.Remove(conn, name, nil) })
+			id = created.ID
+		} else {
+			created, err := dockerCli.NetworkCreate(context.Background(), name, network.CreateOptions{Labels: labels})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = dockerCli.NetworkRemove(context.Background(), name) })
+			id = created.ID
+		}
+		res := e.run(job)
+		if res.Failure == "" {
+			t.Fatalf("the job ran on a network it did not make:\n%s", res.Log)
+		}
+		want := fmt.Sprintf("job network %q already exists and was not made by berth for this job: berth does not adopt it", name)
+		if !strings.Contains(res.Log, want) {
+			t.Errorf("the job's log lacks %q:\n%s", want, res.Log)
+		}
+		var still string
+		if backend == "podman" {
+			got, err := podnetwork.Inspect(requirePodman(t), name, nil)
+			if err == nil {
+				still = got.ID
+			}
+		} else if got, err := dockerCli.NetworkInspect(context.Background(), name, network.InspectOptions{}); err == nil {
+			still = got.ID
+		}
+		if still != id {
+			t.Errorf("the squatted network %s is %q after the job, want it untouched (%s)", name, still, id)
+		}
 	})
 }

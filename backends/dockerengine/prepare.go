@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
@@ -47,6 +48,9 @@ func (e *Engine) Prepare(ctx context.Context, job *backends.Job) error {
 		Options: opts,
 		Labels:  job.Labels(RoleNetwork),
 	}); err != nil {
+		if cerrdefs.IsConflict(err) {
+			return fmt.Errorf("job network %q already exists and was not made by berth for this job: berth does not adopt it; remove it with `docker network rm %s` and retry", netName, netName)
+		}
 		return fmt.Errorf("create job network %q: %w", netName, err)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 
@@ -72,6 +73,9 @@ func (b *Backend) Prepare(ctx context.Context, job *backends.Job) error {
 		Labels:     job.Labels(roleNetwork),
 		Options:    opts,
 	}); err != nil {
+		if code(err) == http.StatusConflict {
+			return fmt.Errorf("job network %q already exists and was not made by berth for this job: berth does not adopt it; remove it with `podman network rm %s` as the service's user and retry", netName, netName)
+		}
 		return fmt.Errorf("create job network %q: %w", netName, err)
 	}
 
@@ -136,6 +140,10 @@ func (b *Backend) createVolumes(ctx context.Context, job *backends.Job) ([]spec.
 		}
 		name := volumeName(job, i)
 		if _, err := volumes.Create(ctx, types.VolumeCreateOptions{Name: name, Labels: job.Labels(roleVolume)}, nil); err != nil {
+			// Podman 4.3 answers 500 "volume already exists".
+			if code(err) == http.StatusConflict || strings.Contains(err.Error(), "already exists") {
+				return nil, nil, fmt.Errorf("job volume %q already exists and was not made by berth for this job: berth does not adopt it; remove it with `podman volume rm %s` as the service's user and retry", name, name)
+			}
 			return nil, nil, fmt.Errorf("create job volume %q: %w", name, err)
 		}
 		named = append(named, &specgen.NamedVolume{Name: name, Dest: m.Target, Options: opts})
