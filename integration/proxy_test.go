@@ -122,11 +122,14 @@ func TestSocketGuardNormalWork(t *testing.T) {
 		"docker network ls --format '{{.Name}}' | grep -x guarded-net-" + fmt.Sprint(job.ID),
 		"docker volume ls --format '{{.Name}}' | grep -x guarded-vol-" + fmt.Sprint(job.ID),
 		"docker rmi " + tag,
+		// pulled back with the job's credentials
+		"docker pull -q " + tag + " && docker run --rm " + tag + " | sed 's/^/pulled: /'",
+		"docker rmi " + tag,
 	}
 	res := e.run(job)
 	requireSuccess(t, res)
 	s, _ := res.Stage("build_script")
-	for _, want := range []string{"Login Succeeded", "built-through-proxy", "from-the-builds-dir", "exec-through-proxy", fmt.Sprintf("job-label=%d", job.ID)} {
+	for _, want := range []string{"Login Succeeded", "built-through-proxy", "from-the-builds-dir", "exec-through-proxy", fmt.Sprintf("job-label=%d", job.ID), "pulled: built-through-proxy"} {
 		if !strings.Contains(s.Output, want) {
 			t.Errorf("build_script output lacks %q:\n%s", want, s.Output)
 		}

@@ -611,13 +611,27 @@ func FuzzFilter(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// And as on rootless Podman: starts checked where mounted, ports
+	// refused, given names recorded.
+	podmanLike, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, Network: "jobnet", SpoolDir: f.TempDir(),
+		VerifyMounts: true, RootlessPorts: true, NamesFile: filepath.Join(f.TempDir(), givenNamesFile)}, fakeUpstream{})
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, tc := range filterCases {
 		if len(tc.body) < 4096 {
 			f.Add(tc.rawRequest(dir))
 		}
 	}
+	for _, body := range []string{
+		`{"Image":"busybox:latest","ExposedPorts":{"9000/tcp":{}},"HostConfig":{"PublishAllPorts":true,"PortBindings":{"9000/tcp":[{"HostIp":"0.0.0.0","HostPort":"9999"}]}}}`,
+		`{"Image":"busybox:latest","HostConfig":{"PortBindings":{"80/tcp":[{"HostIp":"192.0.2.5"},{"HostIp":"127.0.0.1"}]}}}`,
+	} {
+		f.Add([]byte(fmt.Sprintf("POST /v1.41/containers/create HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)))
+	}
+	f.Add([]byte("POST /v1.41/containers/bound/start HTTP/1.1\r\nHost: docker\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		for _, filter := range []*Filter{plain, bounded} {
+		for _, filter := range []*Filter{plain, bounded, podmanLike} {
 			fuzzOne(t, filter, raw)
 		}
 	})
