@@ -666,7 +666,17 @@ func (r *request) narrowList() error {
 
 // keepOwn drops from a list answer (containers, networks, or volumes
 // wrapped in {"Volumes": [...]}) every object that is not the job's own.
-func (f *Filter) keepOwn(resp *http.Response) error {
+func (f *Filter) keepOwn(resp *http.Response) error { return keepWhere(resp, f.owned) }
+
+// keepVisibleImages drops from an image list the images another
+// project's jobs built, which the job may not inspect either.
+func (f *Filter) keepVisibleImages(resp *http.Response) error {
+	return keepWhere(resp, func(labels map[string]string) bool { return f.imageKind(labels) != imageForeign })
+}
+
+// keepWhere drops from a list answer every object whose labels keep
+// does not accept.
+func keepWhere(resp *http.Response, accept func(labels map[string]string) bool) error {
 	if resp.StatusCode != http.StatusOK {
 		return nil
 	}
@@ -682,7 +692,7 @@ func (f *Filter) keepOwn(resp *http.Response) error {
 			if err := json.Unmarshal(item, &obj); err != nil {
 				return nil, fmt.Errorf("decode a list entry: %w", err)
 			}
-			if f.owned(obj.Labels) {
+			if accept(obj.Labels) {
 				out = append(out, item)
 			}
 		}

@@ -133,7 +133,11 @@ func (r *request) images(segs []string) error {
 	m := r.Method
 	if len(segs) == 2 {
 		switch {
-		case segs[1] == "json" && m == http.MethodGet, segs[1] == "search" && m == http.MethodGet:
+		case segs[1] == "json" && m == http.MethodGet:
+			// Other projects' built images are left out, as from inspect.
+			r.rewrite = r.f.keepVisibleImages
+			return r.noBody()
+		case segs[1] == "search" && m == http.MethodGet:
 			return r.noBody()
 		case segs[1] == "get" && m == http.MethodGet:
 			for _, name := range r.query["names"] {

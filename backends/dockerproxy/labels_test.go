@@ -97,3 +97,29 @@ func TestListAnswersKeepOnlyTheJobsOwn(t *testing.T) {
 		})
 	}
 }
+
+// An image list leaves out the images other projects' jobs built, which
+// the job may not inspect, and keeps its project's and shared ones.
+func TestImageListLeavesOutOtherProjectsImages(t *testing.T) {
+	f := newTestFilter(t, testBuildsDir(t))
+	req := httptest.NewRequest("GET", "/v1.41/images/json", nil)
+	release, rewrite, err := f.checkForward(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if rewrite == nil {
+		t.Fatal("the image list answer is forwarded as the engine gives it")
+	}
+	body := `[{"Id":"own","Labels":{"berth.project.id":"3","berth.runner":"r1","berth.role":"job-created"}},` +
+		`{"Id":"foreign","Labels":{"berth.project.id":"4","berth.runner":"r1","berth.role":"job-created"}},` +
+		`{"Id":"shared","Labels":null}]`
+	resp := &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body))}
+	if err := rewrite(resp); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if !bytes.Contains(got, []byte(`"own"`)) || !bytes.Contains(got, []byte(`"shared"`)) || bytes.Contains(got, []byte(`"foreign"`)) {
+		t.Errorf("got %s, want own and shared only", got)
+	}
+}
