@@ -188,8 +188,9 @@ type Config struct {
 // start refused. A swap can then only change what was mounted before the
 // comparison, never after it. Restart policies, which
 // would let the engine start a container with no request to check, are
-// refused. Archive uploads, the one request by which the engine writes
-// into a bind source for the job, wait while a start is checked.
+// refused. docker cp is refused for containers with binds: the engine
+// mounts them again for every copy while the job runs. Starts are checked
+// one at a time.
 type Filter struct {
 	up           Upstream
 	buildsDir    string
@@ -212,9 +213,10 @@ type Filter struct {
 	gatewayMu sync.Mutex
 	gatewayIP string
 
-	// startMu: a start holds it exclusively from its check until the
-	// engine answered; archive uploads hold it shared.
-	startMu sync.RWMutex
+	// startMu: a start holds it from its check until the engine
+	// answered, so that two starts never freeze and thaw the job's
+	// containers across each other.
+	startMu sync.Mutex
 
 	// givenNames are the image names this job gave that were new then,
 	// which it may move and remove (see images.go).
@@ -1306,7 +1308,7 @@ func (r *request) createContainer() error {
 		req.Config = &container.Config{}
 	}
 	req.Config.Labels = r.f.withLabels(req.Config.Labels)
-	if err := r.imageSource(req.Config.Image); err != nil {
+	if err := r.containerImage(req.Config.Image); err != nil {
 		return err
 	}
 	// No host config is the engine's defaults: the default network, no

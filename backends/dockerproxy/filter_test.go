@@ -101,6 +101,7 @@ var fakeImages = map[string]Object{
 	"127.0.0.1:5000/a/b:1":     {ID: "sha256:shared2"},
 	"berth-test/helper:latest": {ID: "sha256:helper"},
 	"ownbuilt:1":               {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
+	"strays:1":                 {ID: "sha256:strays", Labels: map[string]string{backends.LabelAlias: "web", "Berth.Job.Id": "8"}},
 	"foreignbuilt:1":           {ID: "sha256:foreign", Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
 	"otherrunner:1":            {ID: "sha256:foreign2", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r2", backends.LabelRole: RoleJobCreated}},
 }
@@ -248,6 +249,7 @@ var filterCases = map[string]filterCase{
 	"tag another runner's image":       {method: "POST", target: "/v1.41/images/otherrunner:1/tag?repo=stolen&tag=1", wantStatus: 403, wantMsg: "another project's job"},
 	"tag without repo":                 {method: "POST", target: "/v1.41/images/busybox/tag", wantStatus: 403, wantMsg: "needs repo"},
 	"build over the helper":            {method: "POST", target: "/v1.41/build?t=ok:1&t=berth-test/helper:latest", contentType: "application/x-tar", body: "tar", wantStatus: 403, wantMsg: "is taken"},
+	"run an image with berth labels":   {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"strays:1"}`, wantStatus: 403, wantMsg: "carries labels in berth's namespace (Berth.Job.Id, berth.service.alias)"},
 	"run a foreign image":              {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"foreignbuilt:1"}`, wantStatus: 403, wantMsg: "another project's job"},
 	"run an own image":                 {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"ownbuilt:1"}`},
 	"inspect a foreign image":          {method: "GET", target: "/v1.41/images/foreignbuilt:1/json", wantStatus: 403, wantMsg: "another project's job"},

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"sort"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -82,6 +83,36 @@ func (r *request) imageSource(ref string) error {
 	}
 	if kind == imageForeign {
 		return refuse("image %q was built by another project's job and may hold its secrets; pull or build your own", ref)
+	}
+	return nil
+}
+
+// containerImage checks the image of a container the job creates: as
+// imageSource, and free of labels in berth's namespace that the guard does
+// not set itself, which the container would inherit from the image.
+func (r *request) containerImage(ref string) error {
+	if ref == "" {
+		return nil
+	}
+	obj, err := r.f.up.Image(r.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return nil // the engine answers, and the CLI pulls and asks again
+	}
+	if err != nil {
+		return fmt.Errorf("look up image %q: %w", ref, err)
+	}
+	if r.f.imageKind(obj.Labels) == imageForeign {
+		return refuse("image %q was built by another project's job and may hold its secrets; pull or build your own", ref)
+	}
+	var stray []string
+	for k := range obj.Labels {
+		if _, set := r.f.labels[k]; strings.HasPrefix(strings.ToLower(k), backends.LabelPrefix) && !set {
+			stray = append(stray, k)
+		}
+	}
+	if len(stray) > 0 {
+		sort.Strings(stray)
+		return refuse("image %q carries labels in berth's namespace (%s), which its containers would inherit; berth.* labels are berth's own: build the image without them", ref, strings.Join(stray, ", "))
 	}
 	return nil
 }

@@ -190,38 +190,6 @@ func TestStartChecksBindsWhileTheJobIsPaused(t *testing.T) {
 	}
 }
 
-func TestArchiveUploadWaitsForAStart(t *testing.T) {
-	dir := testBuildsDir(t)
-	f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels}, &startUpstream{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := httptest.NewRequest("POST", "/v1.41/containers/own/start", nil)
-	release, err := f.CheckHold(context.Background(), start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		put := httptest.NewRequest("PUT", "/v1.41/containers/own/archive?path=/tmp", strings.NewReader("tar"))
-		put.Header.Set("Content-Type", "application/x-tar")
-		rel, err := f.CheckHold(context.Background(), put)
-		if err == nil {
-			rel()
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("the upload was checked (%v) while a start held the lock", err)
-	default:
-	}
-	release()
-	if err := <-done; err != nil {
-		t.Fatalf("got %v, want the upload forwarded after the start", err)
-	}
-}
-
 // A restart is a stop by the guard, then a checked start: the running
 // container must not run while its binds are checked.
 func TestRestartStopsBeforeTheCheckedStart(t *testing.T) {
