@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerproxy"
 	"github.com/berthci/berth/config"
 )
 
@@ -281,7 +282,10 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 			}
 		}
 	}
-	for _, path := range []string{BuildsDir(d.Config, job.ID), prepareMarker(spec.BuildsDir)} {
+	// Last, after every backend: the guard's socket directory (which
+	// holds its record of given names for the backends' cleanups), the
+	// builds dir and the prepare marker, berth's record that the job lives.
+	for _, path := range []string{dockerproxy.JobDir(spec), BuildsDir(d.Config, job.ID), prepareMarker(spec.BuildsDir)} {
 		if err := os.RemoveAll(path); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", path, err))
 		}

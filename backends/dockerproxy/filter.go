@@ -97,6 +97,9 @@ type Upstream interface {
 	// Images returns the images whose references match ref (a
 	// repository name matches all its tags).
 	Images(ctx context.Context, ref string) ([]Object, error)
+	// ImagesLabelled returns the images that carry every label of
+	// selector.
+	ImagesLabelled(ctx context.Context, selector map[string]string) ([]Object, error)
 	// Init has the engine create a container's process without running
 	// it, its mounts made, and returns that process's host pid: Podman's
 	// "init". An engine without it returns an error.
@@ -154,6 +157,9 @@ type Config struct {
 	// NamesFile records the image names the job gives, for its cleanup
 	// (see names.go; empty: none).
 	NamesFile string
+	// StepsFile records the step images the job's builds make, for its
+	// cleanup (see buildcache.go; empty: none).
+	StepsFile string
 	// SpoolDir holds image archives and build contexts while they are
 	// checked (empty: the system's temporary directory).
 	SpoolDir string
@@ -168,6 +174,8 @@ type Config struct {
 	// RootlessPorts: the engine binds published ports in the host's
 	// network namespace, apart from the job network (rootless Podman).
 	RootlessPorts bool
+	// Podman: the engine is Podman, whose builds are Buildah's.
+	Podman bool
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -204,10 +212,12 @@ type Filter struct {
 	mounted         func(pid int, target string) (unix.Stat_t, error)
 	spoolDir        string
 	namesFile       string
+	stepsFile       string
 	ceilings        Ceilings
 	localRegistries []string
 	publicPorts     bool
 	rootlessPorts   bool
+	podman          bool
 
 	// gatewayIP is the job network's gateway, once looked up.
 	gatewayMu sync.Mutex
@@ -248,7 +258,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman}, nil
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)
@@ -1116,6 +1126,9 @@ func (r *request) build() error {
 		}
 	}
 	if err := r.boundBuild(); err != nil {
+		return err
+	}
+	if err := r.boundBuildCache(); err != nil {
 		return err
 	}
 	if err := r.tarBody(); err != nil {

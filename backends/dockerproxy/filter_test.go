@@ -132,6 +132,16 @@ func (fakeUpstream) Images(_ context.Context, ref string) ([]Object, error) {
 	return out, nil
 }
 
+func (fakeUpstream) ImagesLabelled(_ context.Context, selector map[string]string) ([]Object, error) {
+	var out []Object
+	for _, obj := range fakeImages {
+		if labelsMatch(obj.Labels, selector) {
+			out = append(out, obj)
+		}
+	}
+	return out, nil
+}
+
 func (fakeUpstream) Init(context.Context, string) (int, error) {
 	return 0, errors.New("the fake engine cannot initialise containers")
 }
@@ -616,7 +626,7 @@ func FuzzFilter(f *testing.F) {
 	// And as on rootless Podman: starts checked where mounted, ports
 	// refused, given names recorded.
 	podmanLike, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, Network: "jobnet", SpoolDir: f.TempDir(),
-		VerifyMounts: true, RootlessPorts: true, NamesFile: filepath.Join(f.TempDir(), givenNamesFile)}, fakeUpstream{})
+		VerifyMounts: true, RootlessPorts: true, NamesFile: filepath.Join(f.TempDir(), givenNamesFile(EnginePodman))}, fakeUpstream{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -21,39 +21,68 @@ import (
 // it). Names the job pulled stay, as with the docker executor: a pull
 // gives a name the registry's content.
 
-// givenNamesFile is the record's name in the job's socket directory.
-const givenNamesFile = "given-names"
+// The engines a record is for: each backend's cleanup reads its own
+// engine's, since every allowed backend cleans up every job and a name in
+// one engine's store is nothing of the job's in another's.
+const (
+	EngineDocker = "docker"
+	EnginePodman = "podman"
+)
+
+// givenNamesFile is the record's name in the job's socket directory for an
+// engine.
+func givenNamesFile(engine string) string { return "given-names." + engine }
 
 // recordName appends name to the filter's record of given names.
 func (f *Filter) recordName(name string) error {
-	if f.namesFile == "" {
-		return nil
-	}
 	if strings.ContainsAny(name, "\n\r") {
 		return refuse("image name %q is not valid", name)
 	}
+	return f.recordLine(f.namesFile, name)
+}
+
+// recordLine appends a line to a record file ("" records nothing).
+func (f *Filter) recordLine(path, line string) error {
+	if path == "" {
+		return nil
+	}
 	f.namesMu.Lock()
 	defer f.namesMu.Unlock()
-	file, err := os.OpenFile(f.namesFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	file, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		return fmt.Errorf("record the image name %q for the job's cleanup: %w", name, err)
+		return fmt.Errorf("record %q for the job's cleanup: %w", line, err)
 	}
-	if _, err := file.WriteString(name + "\n"); err != nil {
+	if _, err := file.WriteString(line + "\n"); err != nil {
 		file.Close()
-		return fmt.Errorf("record the image name %q for the job's cleanup: %w", name, err)
+		return fmt.Errorf("record %q for the job's cleanup: %w", line, err)
 	}
 	return file.Close()
 }
 
-// GivenNames returns the image names the guard let the job give, for its
-// cleanup: none when the job had no guard.
-func GivenNames(job *backends.Job) ([]string, error) {
-	file, err := os.Open(filepath.Join(JobDir(job), givenNamesFile))
+// stepImagesFile is the record of the step images the job's builds made
+// (see buildcache.go), on Docker.
+const stepImagesFile = "step-images.docker"
+
+// GivenNames returns the image names the guard on engine let the job
+// give, for its cleanup: none when the job had no guard there.
+func GivenNames(job *backends.Job, engine string) ([]string, error) {
+	return readRecord(filepath.Join(JobDir(job), givenNamesFile(engine)))
+}
+
+// StepImages returns the ids of the step images the job's builds made on
+// Docker, for its cleanup.
+func StepImages(job *backends.Job) ([]string, error) {
+	return readRecord(filepath.Join(JobDir(job), stepImagesFile))
+}
+
+// readRecord returns a record's lines, once each, in order.
+func readRecord(path string) ([]string, error) {
+	file, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the image names the job gave: %w", err)
+		return nil, fmt.Errorf("read the guard's record %s: %w", filepath.Base(path), err)
 	}
 	defer file.Close()
 	seen := map[string]bool{}
@@ -66,7 +95,7 @@ func GivenNames(job *backends.Job) ([]string, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read the image names the job gave: %w", err)
+		return nil, fmt.Errorf("read the guard's record %s: %w", filepath.Base(path), err)
 	}
 	return names, nil
 }

@@ -18,10 +18,10 @@ func TestGivenNamesAreRecordedForCleanup(t *testing.T) {
 	if err := os.MkdirAll(JobDir(job), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if names, err := GivenNames(job); err != nil || names != nil {
+	if names, err := GivenNames(job, EngineDocker); err != nil || names != nil {
 		t.Fatalf("no record: got %v, %v", names, err)
 	}
-	f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, NamesFile: filepath.Join(JobDir(job), givenNamesFile)}, fakeUpstream{})
+	f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, NamesFile: filepath.Join(JobDir(job), givenNamesFile(EngineDocker))}, fakeUpstream{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,10 @@ func TestGivenNamesAreRecordedForCleanup(t *testing.T) {
 			t.Fatalf("%s: %v", target, err)
 		}
 	}
-	names, err := GivenNames(job)
+	if names, _ := GivenNames(job, EnginePodman); names != nil {
+		t.Errorf("the docker engine's record was read for podman: %q", names)
+	}
+	names, err := GivenNames(job, EngineDocker)
 	if err != nil {
 		t.Fatal(err)
 	}

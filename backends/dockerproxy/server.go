@@ -131,6 +131,7 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 	}
 	switch {
 	case podman:
+		cfg.Podman = true
 		cfg.VerifyMounts = true
 		cfg.RootlessPorts = rootless
 	case rootless && cgroupVersion == "1":
@@ -141,7 +142,14 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 		cfg.SpoolDir = filepath.Dir(listen)
 	}
 	if cfg.NamesFile == "" {
-		cfg.NamesFile = filepath.Join(filepath.Dir(listen), givenNamesFile)
+		engine := EngineDocker
+		if podman {
+			engine = EnginePodman
+		}
+		cfg.NamesFile = filepath.Join(filepath.Dir(listen), givenNamesFile(engine))
+	}
+	if cfg.StepsFile == "" && !podman {
+		cfg.StepsFile = filepath.Join(filepath.Dir(listen), stepImagesFile)
 	}
 	f, err := NewFilter(cfg, clientUpstream{cli: cli, http: httpc})
 	if err != nil {
@@ -324,6 +332,25 @@ func (c clientUpstream) Images(ctx context.Context, ref string) ([]Object, error
 	out := make([]Object, 0, len(list))
 	for _, img := range list {
 		out = append(out, Object{ID: img.ID, Labels: img.Labels})
+	}
+	return out, nil
+}
+
+func (c clientUpstream) ImagesLabelled(ctx context.Context, selector map[string]string) ([]Object, error) {
+	args := filters.NewArgs()
+	for k, v := range selector {
+		args.Add("label", k+"="+v)
+	}
+	list, err := c.cli.ImageList(ctx, image.ListOptions{Filters: args})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Object, 0, len(list))
+	for _, img := range list {
+		// Podman 4.3 combines several label filters differently.
+		if labelsMatch(img.Labels, selector) {
+			out = append(out, Object{ID: img.ID, Labels: img.Labels})
+		}
 	}
 	return out, nil
 }

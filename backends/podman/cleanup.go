@@ -85,7 +85,10 @@ func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 		}
 		return fmt.Errorf("remove volume %s: %w", volNames[i], err)
 	}))
-	errs = append(errs, b.removeBuiltImages(ctx, job), dockerproxy.RemoveJobDir(job))
+	// The guard's socket directory, with its record of given names that
+	// other backends' cleanups may still read, goes with the builds dir
+	// (driver.Cleanup, berth gc).
+	errs = append(errs, b.removeBuiltImages(ctx, job))
 	return errors.Join(errs...)
 }
 
@@ -117,7 +120,7 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 	// normalised (docker.io/library/x:latest for x), a loaded short name
 	// under localhost/. The guard let the job give the name only when
 	// the engine resolved it to nothing, so neither form was another's.
-	given, err := dockerproxy.GivenNames(job)
+	given, err := dockerproxy.GivenNames(job, dockerproxy.EnginePodman)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/filters"
@@ -104,7 +105,10 @@ func (b *Backend) guarded(job *backends.Job) bool {
 func (b *Backend) Cleanup(ctx context.Context, job *backends.Job) error {
 	// Cleanup cannot know whether prepare guarded the job, so it always
 	// looks for what the proxy leaves.
-	return errors.Join(b.Engine.Cleanup(ctx, job), b.removeBuiltImages(ctx, job), dockerproxy.RemoveJobDir(job))
+	// The guard's socket directory, with its record of given names that
+	// other backends' cleanups may still read, goes with the builds dir
+	// (driver.Cleanup, berth gc).
+	return errors.Join(b.Engine.Cleanup(ctx, job), b.removeBuiltImages(ctx, job))
 }
 
 // removeBuiltImages removes the images the job built through the proxy,
@@ -128,7 +132,7 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 	}
 	// The names it gave by tag and load, which may carry no labels:
 	// untagged without force, so an image a container uses stays.
-	names, err := dockerproxy.GivenNames(job)
+	names, err := dockerproxy.GivenNames(job, dockerproxy.EngineDocker)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -136,6 +140,29 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 		_, err := b.cli.ImageRemove(ctx, name, image.RemoveOptions{PruneChildren: true})
 		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("remove the image name %s the job gave: %w", name, err))
+		}
+	}
+	// The step images its builds made, which a failed build leaves
+	// without labels: the last first, so that a child goes before its
+	// parent. The record comes from the builder's progress, which a RUN
+	// step's output could imitate, so only an untagged image without
+	// labels made since the job's prepare goes.
+	steps, err := dockerproxy.StepImages(job)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for i := len(steps) - 1; i >= 0; i-- {
+		info, err := b.cli.ImageInspect(ctx, steps[i])
+		if err != nil {
+			continue // gone with the built image, or never there
+		}
+		created, _ := time.Parse(time.RFC3339Nano, info.Created)
+		if len(info.RepoTags) > 0 || (info.Config != nil && len(info.Config.Labels) > 0) || created.Before(job.Created.Add(-time.Second)) {
+			continue
+		}
+		_, err = b.cli.ImageRemove(ctx, info.ID, image.RemoveOptions{PruneChildren: true})
+		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("remove the step image %s of the job's build: %w", steps[i], err))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,0 +1,75 @@
+package dockerproxy
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/berthci/berth/backends"
+)
+
+// A build removes its intermediate containers, also on failure, and takes
+// cached steps only from its project's images and the cachefrom images it
+// may use; on Podman it runs without the cache.
+func TestBuildCacheIsBoundedToTheProject(t *testing.T) {
+	otherProject := map[string]string{}
+	for k, v := range jobLabels {
+		otherProject[k] = v
+	}
+	otherProject[backends.LabelProjectID] = "5"
+	tests := map[string]struct {
+		labels            map[string]string
+		podman            bool
+		query             string
+		wantCache, wantNo string // cachefrom, nocache
+		wantMsg           string
+	}{
+		"the project's own images":        {query: "rm=0", wantCache: `["sha256:own"]`},
+		"and a shared cachefrom image":    {query: `cachefrom=["busybox"]`, wantCache: `["busybox","sha256:own"]`},
+		"another project's image refused": {query: `cachefrom=["foreignbuilt:1"]`, wantMsg: "another project's job"},
+		"a project with no images":        {labels: otherProject, wantNo: "1"},
+		"podman: no cache":                {podman: true, query: `cachefrom=["busybox"]`, wantNo: "1"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			labels := tc.labels
+			if labels == nil {
+				labels = jobLabels
+			}
+			f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: labels, SpoolDir: t.TempDir(), Podman: tc.podman}, fakeUpstream{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := "/v1.41/build"
+			if tc.query != "" {
+				target += "?" + strings.ReplaceAll(strings.ReplaceAll(tc.query, `"`, "%22"), " ", "%20")
+			}
+			req := httptest.NewRequest("POST", target, strings.NewReader(dockerfileTar("FROM busybox\nRUN true\n")))
+			req.Header.Set("Content-Type", "application/x-tar")
+			release, err := f.CheckHold(context.Background(), req)
+			if tc.wantMsg != "" {
+				var refusal *Refusal
+				if !errors.As(err, &refusal) || !strings.Contains(refusal.Message, tc.wantMsg) {
+					t.Fatalf("got %v, want a refusal containing %q", err, tc.wantMsg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			q := req.URL.Query()
+			if q.Get("rm") != "1" || q.Get("forcerm") != "1" {
+				t.Errorf("rm=%q forcerm=%q, want both 1", q.Get("rm"), q.Get("forcerm"))
+			}
+			if got := q.Get("cachefrom"); got != tc.wantCache {
+				t.Errorf("cachefrom=%q, want %q", got, tc.wantCache)
+			}
+			if got := q.Get("nocache"); got != tc.wantNo {
+				t.Errorf("nocache=%q, want %q", got, tc.wantNo)
+			}
+		})
+	}
+}
