@@ -65,19 +65,27 @@ func TestGuardBuildCannotFetchFromTheHostsOwnNetwork(t *testing.T) {
 			`step=buildarg-add DOCKER_BUILDKIT=0 res docker build -q --build-arg H=127.0.0.1 buildarg`,
 			dockerfile("heredoc", `FROM `+busyboxImage+`\nRUN <<CMD\nADD http://127.0.0.1:`+port+`/secret /secret\nCMD\n`),
 			`step=heredoc-add DOCKER_BUILDKIT=0 res docker build -q heredoc`,
-			dockerfile("ok", `FROM `+busyboxImage+`\nRUN true\n`),
+			dockerfile("ok", `FROM `+busyboxImage+`\nCOPY Dockerfile /built-from\nCMD ["true"]\n`),
 			`step=build-ok DOCKER_BUILDKIT=0 res docker build -q -t ` + ok + ` ok`,
+			dockerfile("run", `FROM `+busyboxImage+`\nRUN true\n`),
+			`step=build-run DOCKER_BUILDKIT=0 res docker build -q run`,
 		}
 		res := e.run(job)
 		requireSuccess(t, res)
 		out, _ := res.Stage("build_script")
-		for _, want := range []string{
+		wants := []string{
 			"RESULT add-loopback refused", "RESULT from-loopback refused", "RESULT arg-add refused",
 			"RESULT buildarg-add refused", "RESULT heredoc-add refused", "RESULT build-ok allowed",
-			"engine would fetch the URL on the host's own network; download it in the job instead",
 			`registry "127.0.0.2:5000" is at a loopback or link-local address`,
 			"which the guard cannot know",
-		} {
+		}
+		if backend == "podman" {
+			// Podman 4.3 runs RUN steps in the host's network.
+			wants = append(wants, "RESULT build-run refused", "RUN in a build is not available on this Podman")
+		} else {
+			wants = append(wants, "RESULT build-run allowed", "engine would fetch the URL on the host's own network; download it in the job instead")
+		}
+		for _, want := range wants {
 			if !strings.Contains(out.Output, want) {
 				t.Errorf("build_script lacks %q:\n%s", want, out.Output)
 			}

@@ -32,6 +32,19 @@ func TestBuildCacheIsBoundedToTheProject(t *testing.T) {
 		"a project with no images":        {labels: otherProject, wantNo: "1"},
 		"podman: no cache":                {podman: true, query: `cachefrom=["busybox"]`, wantNo: "1"},
 	}
+	// And on Podman no RUN step, which runs in the host's network there.
+	t.Run("podman: RUN refused", func(t *testing.T) {
+		f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir(), Podman: true}, fakeUpstream{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("POST", "/v1.41/build", strings.NewReader(dockerfileTar("FROM busybox\nRUN true\n")))
+		req.Header.Set("Content-Type", "application/x-tar")
+		var refusal *Refusal
+		if _, err := f.CheckHold(context.Background(), req); !errors.As(err, &refusal) || !strings.Contains(refusal.Message, "RUN in a build is not available on this Podman") {
+			t.Fatalf("got %v, want RUN refused", err)
+		}
+	})
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			labels := tc.labels
@@ -46,7 +59,7 @@ func TestBuildCacheIsBoundedToTheProject(t *testing.T) {
 			if tc.query != "" {
 				target += "?" + strings.ReplaceAll(strings.ReplaceAll(tc.query, `"`, "%22"), " ", "%20")
 			}
-			req := httptest.NewRequest("POST", target, strings.NewReader(dockerfileTar("FROM busybox\nRUN true\n")))
+			req := httptest.NewRequest("POST", target, strings.NewReader(dockerfileTar("FROM busybox\nCOPY Dockerfile /d\n")))
 			req.Header.Set("Content-Type", "application/x-tar")
 			release, err := f.CheckHold(context.Background(), req)
 			if tc.wantMsg != "" {

@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"maps"
@@ -80,7 +81,7 @@ func (r *request) checkBuild() error {
 	}
 	dockerfile, data, err := findDockerfile(spool, name, fallback)
 	if err == nil && data != nil {
-		err = r.f.checkDockerfile(dockerfile, data, args)
+		err = r.f.checkDockerfile(r.ctx, dockerfile, data, args)
 	}
 	if err != nil {
 		spool.Close()
@@ -272,7 +273,7 @@ var (
 
 // checkDockerfile checks the Dockerfile data (at name in the context) under
 // each reading an engine may give it.
-func (f *Filter) checkDockerfile(name string, data []byte, args map[string]*string) error {
+func (f *Filter) checkDockerfile(ctx context.Context, name string, data []byte, args map[string]*string) error {
 	readings := [][]byte{data}
 	if bytes.Contains(data, []byte("<<")) {
 		// A heredoc-free reading: no "<<" is left to start one, and
@@ -317,7 +318,7 @@ func (f *Filter) checkDockerfile(name string, data []byte, args map[string]*stri
 			stages, metaArgs, err = instructions.Parse(res.AST, nil)
 			if err == nil {
 				for _, set := range sets {
-					c := &dockerfileCheck{f: f, lex: shell.NewLex(res.EscapeToken), escape: res.EscapeToken, args: set.args, builtins: set.builtins, meta: map[string]*string{}}
+					c := &dockerfileCheck{ctx: ctx, f: f, lex: shell.NewLex(res.EscapeToken), escape: res.EscapeToken, args: set.args, builtins: set.builtins, meta: map[string]*string{}}
 					if err := c.run(stages, metaArgs); err != nil {
 						return err
 					}
@@ -344,6 +345,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // dockerfileCheck is one reading of a Dockerfile, as the classic builder
 // dispatches it.
 type dockerfileCheck struct {
+	ctx    context.Context
 	f      *Filter
 	lex    *shell.Lex
 	escape rune
@@ -611,12 +613,17 @@ func (c *dockerfileCheck) dispatch(s *stageState, cmd instructions.Command) erro
 			return c.checkFromFlag(cmd.From, "COPY --from", l)
 		}
 	case *instructions.RunCommand:
-		for _, m := range instructions.GetMounts(cmd) {
-			if m.From != "" {
-				if err := c.checkFromFlag(m.From, "RUN --mount from", l); err != nil {
-					return err
-				}
-			}
+		if c.f.podman {
+			// Checked on Podman 4.3 here: whatever networkmode and
+			// isolation the build asks for, Buildah runs the step in
+			// the host's network namespace, where it reaches what
+			// listens on the host's loopback.
+			return refuse("RUN in a build is not available on this Podman through the guarded socket: Podman runs build steps in the host's own network; build with the dind backend, or COPY prebuilt files into the image")
+		}
+		// The classic builder has no RUN --mount, and Buildah's cache
+		// mounts take a host path from the job (their id).
+		if len(instructions.GetMounts(cmd)) > 0 {
+			return refuse("RUN --mount in a build is not allowed through the guarded socket: the classic builder has none, and Buildah's cache mounts reach outside the build; COPY what the step needs")
 		}
 	case *instructions.OnbuildCommand:
 		s.onbuild = true
@@ -660,7 +667,19 @@ func (c *dockerfileCheck) checkImage(ref, what string) error {
 		}
 		return refuse("%s: %q is not an image reference the guard can check (%v); name the image as name[:tag][@digest]", what, ref, err)
 	}
-	return c.f.checkImageRegistry(ref, what)
+	if err := c.f.checkImageRegistry(ref, what); err != nil {
+		return err
+	}
+	// Another project's built image may hold its secrets, and a build
+	// reads it as a run would.
+	obj, err := c.f.up.Image(c.ctx, ref)
+	if err != nil {
+		return nil // the engine pulls it, or fails
+	}
+	if c.f.imageKind(obj.Labels) == imageForeign {
+		return refuse("%s: image %q was built by another project's job and may hold its secrets; build from your own or a pulled image", what, ref)
+	}
+	return nil
 }
 
 // checkAddSource checks an ADD source: raw as written, v expanded, unsure

@@ -892,6 +892,11 @@ func (r *request) containers(segs []string) error {
 			return refuse("docker cp is not available for a container with bind mounts (%s): the engine would mount them again for the copy; copy through the builds directory, which the container binds, instead", strings.Join(sources, ", "))
 		}
 		if m == http.MethodPut {
+			// The docker CLI sends its archive as text/plain, the Docker
+			// client's default for a body without a type.
+			if r.hasBody() && r.mediaType() == "text/plain" {
+				return nil
+			}
 			return r.tarBody()
 		}
 	}
@@ -1321,6 +1326,12 @@ func (r *request) createContainer() error {
 		req.Config = &container.Config{}
 	}
 	req.Config.Labels = r.f.withLabels(req.Config.Labels)
+	// An anonymous volume's path: Podman reads "src:dst" here as a bind.
+	for target := range req.Config.Volumes {
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, ":,=") {
+			return refuse("volume %q is not allowed: give an absolute path in the container, with no colon, comma or equals sign", target)
+		}
+	}
 	if err := r.containerImage(req.Config.Image); err != nil {
 		return err
 	}
@@ -1424,6 +1435,15 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	default:
 		return refuse("log driver %q is not allowed", h.LogConfig.Type)
 	}
+	// Only the size and rotation options: Podman's json-file takes a
+	// "path" on the host to write the log to.
+	for k := range h.LogConfig.Config {
+		switch k {
+		case "max-size", "max-file", "compress":
+		default:
+			return refuse("log option %q is not allowed (allowed: max-size, max-file, compress)", k)
+		}
+	}
 	for _, opt := range h.SecurityOpt {
 		if !securityOptAllowed[opt] {
 			return refuse("security option %q is not allowed (only no-new-privileges)", opt)
@@ -1449,11 +1469,11 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 		}
 	case nm == "none":
 	case strings.HasPrefix(nm, "container:"):
-		id, err := r.ownContainer(strings.TrimPrefix(nm, "container:"))
+		mode, err := r.namespaceMode("NetworkMode", nm)
 		if err != nil {
 			return err
 		}
-		h.NetworkMode = container.NetworkMode("container:" + id)
+		h.NetworkMode = container.NetworkMode(mode)
 	case nm == "host" || strings.Contains(nm, ":"):
 		return refuse("NetworkMode %q is not allowed; use the default network or one the job created", nm)
 	default:
@@ -1508,6 +1528,11 @@ func (r *request) namespaceMode(field, mode string, plain ...string) (string, er
 		return mode, nil
 	}
 	if ref, ok := strings.CutPrefix(mode, "container:"); ok {
+		if r.f.podman {
+			// Podman starts a container's dependencies with it, with
+			// no request whose binds the guard could check.
+			return "", refuse("%s %q is not allowed on Podman: Podman would start %s with this container, unchecked; share what you need through the job's network or a volume", field, mode, ref)
+		}
 		id, err := r.ownContainer(ref)
 		if err != nil {
 			return "", err
@@ -1549,6 +1574,9 @@ func (r *request) checkBind(bind string) (string, error) {
 			}
 		}
 	}
+	if err := mountField("bind "+bind, parts[1]); err != nil {
+		return "", err
+	}
 	source := parts[0]
 	if !strings.HasPrefix(source, "/") {
 		if err := r.ownVolume(source); err != nil {
@@ -1564,9 +1592,30 @@ func (r *request) checkBind(bind string) (string, error) {
 	return strings.Join(parts, ":"), nil
 }
 
+// mountField refuses a comma or an equals sign in a mount's field: Podman
+// writes a mount out as "key=value,..." options and reads it back, so a
+// field holding them would add options of the job's choosing (another
+// source, another volume).
+func mountField(what, value string) error {
+	if strings.ContainsAny(value, ",=") {
+		return refuse("%s: %q may not hold a comma or an equals sign", what, value)
+	}
+	return nil
+}
+
 func (r *request) checkMount(m *mount.Mount) error {
 	if m.ImageOptions != nil || m.ClusterOptions != nil {
 		return refuse("image and cluster mount options are not allowed")
+	}
+	for _, field := range []struct{ name, value string }{{"Source", m.Source}, {"Target", m.Target}, {"Consistency", string(m.Consistency)}} {
+		if err := mountField("mount "+field.name, field.value); err != nil {
+			return err
+		}
+	}
+	if m.BindOptions != nil {
+		if err := mountField("mount BindOptions.Propagation", string(m.BindOptions.Propagation)); err != nil {
+			return err
+		}
 	}
 	switch m.Type {
 	case mount.TypeBind:

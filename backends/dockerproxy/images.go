@@ -149,6 +149,15 @@ func (r *request) imageTarget(name string) error {
 	if err != nil {
 		return err
 	}
+	if kind == imageMissing && r.f.podman {
+		// Podman resolves a short name to localhost/ first, so a new
+		// localhost/x would take over x, whatever x is now.
+		if short, ok := strings.CutPrefix(name, "localhost/"); ok {
+			if kind, err = r.lookupImage(short); err != nil {
+				return err
+			}
+		}
+	}
 	switch {
 	case kind == imageMissing:
 		r.f.gaveName(name)
@@ -169,6 +178,10 @@ func (r *request) images(segs []string) error {
 			r.rewrite = r.f.keepVisibleImages
 			return r.noBody()
 		case segs[1] == "search" && m == http.MethodGet:
+			// The engine asks the registry named in the term.
+			if err := r.f.checkImageRegistry(r.query.Get("term"), "image search"); err != nil {
+				return err
+			}
 			return r.noBody()
 		case segs[1] == "get" && m == http.MethodGet:
 			for _, name := range r.query["names"] {

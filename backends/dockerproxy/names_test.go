@@ -2,10 +2,12 @@ package dockerproxy
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/berthci/berth/backends"
@@ -44,5 +46,40 @@ func TestGivenNamesAreRecordedForCleanup(t *testing.T) {
 	}
 	if want := []string{"newname:1"}; !slices.Equal(names, want) {
 		t.Errorf("got %q, want %q", names, want)
+	}
+}
+
+// On Podman a new localhost/x would take over the short name x, which
+// Podman resolves to localhost/ first: refused when x names an image the
+// job may not move.
+func TestPodmanLocalhostNameCannotShadowAShortName(t *testing.T) {
+	f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, Podman: true}, fakeUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = f.Check(context.Background(), httptest.NewRequest("POST", "/v1.41/images/busybox/tag?repo=localhost/foreignbuilt&tag=1", nil))
+	var refusal *Refusal
+	if !errors.As(err, &refusal) || !strings.Contains(refusal.Message, "is taken") {
+		t.Fatalf("got %v, want the shadowing name refused", err)
+	}
+	if err := f.Check(context.Background(), httptest.NewRequest("POST", "/v1.41/images/busybox/tag?repo=localhost/brandnew&tag=1", nil)); err != nil {
+		t.Fatalf("got %v, want a new name allowed", err)
+	}
+}
+
+// Podman starts the containers a container shares namespaces with when it
+// starts it, unchecked: container: modes are refused there.
+func TestPodmanRefusesContainerNamespaceModes(t *testing.T) {
+	f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, Podman: true}, fakeUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hc := range []string{`{"NetworkMode":"container:own"}`, `{"PidMode":"container:own"}`, `{"IpcMode":"container:own"}`} {
+		req := httptest.NewRequest("POST", "/v1.41/containers/create", strings.NewReader(`{"Image":"busybox","HostConfig":`+hc+`}`))
+		req.Header.Set("Content-Type", "application/json")
+		var refusal *Refusal
+		if err := f.Check(context.Background(), req); !errors.As(err, &refusal) || !strings.Contains(refusal.Message, "Podman would start") {
+			t.Errorf("%s: got %v, want a refusal", hc, err)
+		}
 	}
 }
