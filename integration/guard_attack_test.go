@@ -487,11 +487,12 @@ func TestGuardNetworksAreJoinedByID(t *testing.T) {
 // shm limits and checks that containers the job creates through the guard
 // get them, and that asking for more, or for none, is refused.
 func TestGuardCeilingsOnWhatTheJobCreates(t *testing.T) {
-	limits := options{extraTOML: "memory = \"256m\"\npids_limit = 200\nshm_size = \"32m\"\n"}
+	limits := options{extraTOML: "memory = \"256m\"\npids_limit = 200\nshm_size = \"32m\"\nulimits = [\"nofile=512:1024\"]\n"}
 	forGuardedBackends(t, limits, func(t *testing.T, backend string, e *env) {
 		job := e.job(301)
 		job.Script = []string{
 			resultFunc,
+			`echo "NOFILE $(ulimit -Sn) $(ulimit -Hn)"`,
 			`docker create --name "lim-$CI_JOB_ID" ` + busyboxImage + ` true >/dev/null`,
 			`docker inspect -f 'LIMITS mem={{.HostConfig.Memory}} pids={{.HostConfig.PidsLimit}} shm={{.HostConfig.ShmSize}}' "lim-$CI_JOB_ID"`,
 			`step=less res docker run --rm --memory 128m ` + busyboxImage + ` true`,
@@ -506,7 +507,7 @@ func TestGuardCeilingsOnWhatTheJobCreates(t *testing.T) {
 		res := e.run(job)
 		requireSuccess(t, res)
 		out, _ := res.Stage("build_script")
-		wants := []string{"RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
+		wants := []string{"NOFILE 512 1024", "RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
 			"RESULT tmpfs refused", "RESULT build-memory refused", "over the runner's ceiling of 268435456"}
 		if backend == "socket" {
 			// Rootless Podman on cgroup v1 drops resource limits, and

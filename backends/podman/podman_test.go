@@ -102,7 +102,7 @@ func TestStageContainerSpec(t *testing.T) {
 	if got := s.ResourceLimits.Pids.Limit; got != 100 {
 		t.Errorf("pids: got %d, want 100", got)
 	}
-	if len(s.Rlimits) != 1 || s.Rlimits[0].Type != "RLIMIT_NOFILE" || s.Rlimits[0].Hard != 2048 {
+	if len(s.Rlimits) != 1 || s.Rlimits[0].Type != "nofile" || s.Rlimits[0].Hard != 2048 {
 		t.Errorf("rlimits: got %+v", s.Rlimits)
 	}
 	if s.NoNewPrivileges == nil || !*s.NoNewPrivileges {

@@ -109,11 +109,12 @@ func noHealthcheck() *manifest.Schema2HealthConfig {
 	return &manifest.Schema2HealthConfig{Test: []string{"NONE"}}
 }
 
-// rlimits turns the admin's ulimits into the runtime's.
+// rlimits turns the admin's ulimits into the spec's: by their short names
+// ("nofile"), to which Podman adds RLIMIT_ itself.
 func rlimits(ulimits []*units.Ulimit) []spec.POSIXRlimit {
 	var out []spec.POSIXRlimit
 	for _, u := range ulimits {
-		out = append(out, spec.POSIXRlimit{Type: "RLIMIT_" + strings.ToUpper(u.Name), Soft: uint64(u.Soft), Hard: uint64(u.Hard)})
+		out = append(out, spec.POSIXRlimit{Type: strings.ToLower(u.Name), Soft: uint64(u.Soft), Hard: uint64(u.Hard)})
 	}
 	return out
 }
