@@ -686,7 +686,7 @@ func (c *dockerfileCheck) checkImage(ref, what string) error {
 // the variables in it whose values the guard cannot know.
 func (c *dockerfileCheck) checkAddSource(raw, v string, unsure []string) error {
 	if len(unsure) == 0 {
-		return checkAddURL("ADD", raw, v)
+		return c.f.checkAddURL("ADD", raw, v)
 	}
 	// Only the part before the first variable is sure; a quote or escape
 	// there adds nothing that makes a URL.
@@ -700,7 +700,7 @@ func (c *dockerfileCheck) checkAddSource(raw, v string, unsure []string) error {
 		if len(lead) >= len(scheme) && strings.EqualFold(lead[:len(scheme)], scheme) {
 			if end := strings.IndexAny(lead[len(scheme):], "/?#"); end >= 0 {
 				// The scheme and host are literal.
-				return checkAddURL("ADD", raw, lead[:len(scheme)+end+1])
+				return c.f.checkAddURL("ADD", raw, lead[:len(scheme)+end+1])
 			}
 			return c.refuseUnsure(raw, unsure)
 		}
@@ -717,7 +717,7 @@ func (c *dockerfileCheck) refuseUnsure(raw string, unsure []string) error {
 
 // checkAddURL refuses an ADD (what) of a URL at a loopback or link-local address,
 // allowed registries or not: the engine would fetch it from the host.
-func checkAddURL(what, raw, v string) error {
+func (f *Filter) checkAddURL(what, raw, v string) error {
 	lower := strings.ToLower(v)
 	if !strings.HasPrefix(lower, "http://") && !strings.HasPrefix(lower, "https://") {
 		return nil
@@ -726,7 +726,7 @@ func checkAddURL(what, raw, v string) error {
 	if err != nil {
 		return refuse("%s %s in a build: %q is not a URL the guard can read: %v", what, raw, v, err)
 	}
-	if localHost(u.Hostname()) {
+	if f.local(u.Hostname()) {
 		return refuse("%s %s in a build is not allowed: the host %q is a loopback or link-local address, and the engine would fetch the URL on the host's own network; download it in the job instead (curl it in the script) and COPY it", what, raw, u.Hostname())
 	}
 	return nil
@@ -751,7 +751,7 @@ func (c *dockerfileCheck) checkTrigger(expr string) error {
 				if strings.Contains(src, "$") {
 					return refuse("ONBUILD ADD %s in a build: the source holds a variable, set only where the trigger runs; write it literally", src)
 				}
-				if err := checkAddURL("ONBUILD ADD", src, src); err != nil {
+				if err := c.f.checkAddURL("ONBUILD ADD", src, src); err != nil {
 					return err
 				}
 			}

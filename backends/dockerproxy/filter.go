@@ -176,6 +176,9 @@ type Config struct {
 	RootlessPorts bool
 	// Podman: the engine is Podman, whose builds are Buildah's.
 	Podman bool
+	// HostNames are the engine host's own names, local as localhost is
+	// (see registries.go).
+	HostNames []string
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -218,6 +221,7 @@ type Filter struct {
 	publicPorts     bool
 	rootlessPorts   bool
 	podman          bool
+	hostNames       []string
 
 	// gatewayIP is the job network's gateway, once looked up.
 	gatewayMu sync.Mutex
@@ -258,7 +262,17 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames)}, nil
+}
+
+func lowerAll(list []string) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if s != "" {
+			out = append(out, strings.ToLower(strings.TrimSuffix(s, ".")))
+		}
+	}
+	return out
 }
 
 var hexName = regexp.MustCompile(`^[0-9a-fA-F]+$`)

@@ -83,3 +83,21 @@ func TestPodmanRefusesContainerNamespaceModes(t *testing.T) {
 		}
 	}
 }
+
+// The engine host's own name resolves to its loopback address there, as
+// localhost does: a pull from it or an ADD of it is refused.
+func TestTheEngineHostsNameIsLocal(t *testing.T) {
+	f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir(), HostNames: []string{"VM"}}, fakeUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal *Refusal
+	if err := f.Check(context.Background(), httptest.NewRequest("POST", "/v1.41/images/create?fromImage=vm:5999/p&tag=1", nil)); !errors.As(err, &refusal) {
+		t.Errorf("pull from the host's name: got %v, want a refusal", err)
+	}
+	req := httptest.NewRequest("POST", "/v1.41/build", strings.NewReader(dockerfileTar("FROM busybox\nADD http://vm.:5999/x /x\n")))
+	req.Header.Set("Content-Type", "application/x-tar")
+	if _, err := f.CheckHold(context.Background(), req); !errors.As(err, &refusal) {
+		t.Errorf("ADD from the host's name: got %v, want a refusal", err)
+	}
+}

@@ -15,7 +15,9 @@ import (
 // listen only there, the cloud metadata service (169.254.169.254) among
 // them, through the engine's answers and errors. The guard refuses such
 // registries unless the admin listed them (docker.guard_local_registries).
-// It cannot see what a DNS name resolves to: it has no network.
+// The engine host's own name (from its /info) counts as local too: its
+// /etc/hosts maps it to the loopback address on common distributions. It
+// cannot see what any other DNS name resolves to: it has no network.
 
 // localHost reports whether host (without port) is a loopback, link-local
 // or unspecified address, or a localhost or metadata name.
@@ -75,6 +77,22 @@ func legacyIPv4(host string) net.IP {
 	return net.IPv4(byte(addr>>24), byte(addr>>16), byte(addr>>8), byte(addr))
 }
 
+// local reports whether host is a local address or name (localHost), or
+// one of the engine host's own names, which its /etc/hosts maps to the
+// loopback address on common distributions.
+func (f *Filter) local(host string) bool {
+	if localHost(host) {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	for _, name := range f.hostNames {
+		if host == name {
+			return true
+		}
+	}
+	return false
+}
+
 // checkRegistry refuses a registry (host[:port]) at a local address that
 // the admin did not allow. what says what the job tried.
 func (f *Filter) checkRegistry(registry, what string) error {
@@ -82,7 +100,7 @@ func (f *Filter) checkRegistry(registry, what string) error {
 	if h, _, err := net.SplitHostPort(registry); err == nil {
 		host = h
 	}
-	if !localHost(host) {
+	if !f.local(host) {
 		return nil
 	}
 	for _, allowed := range f.localRegistries {

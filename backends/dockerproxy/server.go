@@ -125,9 +125,15 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 	if err != nil {
 		return fmt.Errorf("ask the engine at %s what it is: %w", upstream, err)
 	}
-	rootless, cgroupVersion, err := engineInfo(ctx, httpc)
+	rootless, cgroupVersion, hostName, err := engineInfo(ctx, httpc)
 	if err != nil {
 		return fmt.Errorf("ask the engine at %s what it can do: %w", upstream, err)
+	}
+	if hostName != "" {
+		cfg.HostNames = append(cfg.HostNames, hostName)
+		if short, _, ok := strings.Cut(hostName, "."); ok {
+			cfg.HostNames = append(cfg.HostNames, short)
+		}
 	}
 	switch {
 	case podman:
@@ -405,33 +411,34 @@ func (c clientUpstream) Unpause(ctx context.Context, id string) error {
 // version. A rootless engine on cgroup v1 cannot pause containers, which
 // have no cgroup of their own to freeze. Podman's Docker-compatible /info
 // says Rootless; Docker's says name=rootless among its security options.
-func engineInfo(ctx context.Context, httpc *http.Client) (rootless bool, cgroupVersion string, err error) {
+func engineInfo(ctx context.Context, httpc *http.Client) (rootless bool, cgroupVersion, name string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
 	if err != nil {
-		return false, "", err
+		return false, "", "", err
 	}
 	resp, err := httpc.Do(req)
 	if err != nil {
-		return false, "", err
+		return false, "", "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return false, "", fmt.Errorf("GET /info: %s", resp.Status)
+		return false, "", "", fmt.Errorf("GET /info: %s", resp.Status)
 	}
 	var info struct {
 		CgroupVersion   string
 		Rootless        bool
 		SecurityOptions []string
+		Name            string
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
-		return false, "", fmt.Errorf("GET /info: %w", err)
+		return false, "", "", fmt.Errorf("GET /info: %w", err)
 	}
 	for _, opt := range info.SecurityOptions {
 		if strings.Contains(opt, "name=rootless") {
 			info.Rootless = true
 		}
 	}
-	return info.Rootless, info.CgroupVersion, nil
+	return info.Rootless, info.CgroupVersion, info.Name, nil
 }
 
 func (c clientUpstream) Network(ctx context.Context, ref string) (Object, error) {
