@@ -18,6 +18,7 @@ import (
 	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/integration/runner"
 )
 
 // forgedImageArchive is a docker-archive of a one-file image named name
@@ -243,4 +244,42 @@ func forBackendsAllowingBoth(t *testing.T, fn func(t *testing.T, backend string,
 			fn(t, backend, e)
 		})
 	}
+}
+
+// TestAGivenNameIsNotAnotherJobsImage: while a job runs, a name it loaded
+// (or tagged) through its guard is in the shared store. Another project's
+// job whose image is that name does not run what the first job put there:
+// its prepare sees the first job's record, and pulls instead, which here
+// fails because no registry has the name.
+func TestAGivenNameIsNotAnotherJobsImage(t *testing.T) {
+	forBackendsAllowingBoth(t, func(t *testing.T, backend string, e *env) {
+		a := e.job(355)
+		planted := fmt.Sprintf("berth-it-planted-%d:1", a.ID)
+		archive, id := forgedImageArchive(t, planted, map[string]string{"berth-it": "planted"})
+		t.Cleanup(func() {
+			if backend == "podman" {
+				removePodmanImage(t, requirePodman(t), id)
+			} else {
+				removeImage(t, "sha256:"+id)
+			}
+		})
+		a.Script = []string{
+			"echo " + base64.StdEncoding.EncodeToString(archive) + " | base64 -d > planted.tar",
+			"docker load -i planted.tar",
+		}
+		sa := preparedSession(t, e, a)
+		mustRunStage(t, sa, "build_script")
+
+		b := e.job(356)
+		b.Image = runner.Image{Name: planted}
+		b.Script = []string{"echo RAN-THE-PLANTED-IMAGE"}
+		res := e.run(b)
+		if res.Failure == "" || strings.Contains(res.Log, "\nRAN-THE-PLANTED-IMAGE") {
+			t.Fatalf("job B ran job A's planted image:\n%s", res.Log)
+		}
+		want := fmt.Sprintf("is a name job %d gave through its guarded socket", a.ID)
+		if !strings.Contains(res.Log, want) {
+			t.Errorf("job B's log lacks %q:\n%s", want, res.Log)
+		}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerproxy"
 	"github.com/berthci/berth/config"
 )
 
@@ -32,14 +33,21 @@ func (e *Engine) ensureImage(ctx context.Context, job *backends.Job, name string
 		}
 		if policy == config.PullNever || policy == config.PullIfNotPresent {
 			inspect, err := e.api.ImageInspect(ctx, name)
-			if err == nil {
+			if other, given := dockerproxy.GivenByAnotherJob(job, dockerproxy.EngineDocker, name); err == nil && given {
+				// What that job tagged or loaded there, not a pull's.
+				lastErr = fmt.Errorf("image %q on the host is a name job %s gave through its guarded socket, so it is not used; pull it (pull_policy \"always\" or \"if-not-present\")", name, other)
+				if policy == config.PullNever {
+					continue
+				}
+				e.log.Warnf("Image %s on the host is a name job %s gave through its guarded socket; pulling it instead", name, other)
+			} else if err == nil {
 				e.log.Infof("Using locally found image %s (%s)", name, shortID(inspect.ID))
 				return inspect, nil
 			}
-			if !cerrdefs.IsNotFound(err) {
+			if err != nil && !cerrdefs.IsNotFound(err) {
 				return image.InspectResponse{}, fmt.Errorf("inspect image %q: %w", name, err)
 			}
-			if policy == config.PullNever {
+			if policy == config.PullNever && err != nil {
 				lastErr = fmt.Errorf("image %q is not on the host and the pull policy is \"never\"; pull it on the host or allow another pull_policy", name)
 				continue
 			}

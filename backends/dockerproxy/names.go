@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/distribution/reference"
+
 	"github.com/berthci/berth/backends"
 )
 
@@ -98,4 +100,41 @@ func readRecord(path string) ([]string, error) {
 		return nil, fmt.Errorf("read the guard's record %s: %w", filepath.Base(path), err)
 	}
 	return names, nil
+}
+
+// GivenByAnotherJob reports which other job of the runner (one whose
+// guard's record is still there, so not yet cleaned up) gave the image
+// name through its guard on engine, if any. Prepare asks before it uses a
+// local image by name: such a name points at what that job put there, not
+// at what a pull would give.
+func GivenByAnotherJob(job *backends.Job, engine, name string) (string, bool) {
+	want := canonicalName(name)
+	records, _ := filepath.Glob(filepath.Join(filepath.Dir(job.BuildsDir), "*.docker-proxy", givenNamesFile(engine)))
+	for _, record := range records {
+		dir := filepath.Dir(record)
+		if dir == JobDir(job) {
+			continue
+		}
+		names, err := readRecord(record)
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if n == name || canonicalName(n) == want {
+				return strings.TrimSuffix(filepath.Base(dir), ".docker-proxy"), true
+			}
+		}
+	}
+	return "", false
+}
+
+// canonicalName is a reference in full (docker.io/library/x:latest for x),
+// or the name itself when it is none; localhost/x counts as x, which
+// Podman resolves to it.
+func canonicalName(name string) string {
+	named, err := reference.ParseNormalizedNamed(strings.TrimPrefix(name, "localhost/"))
+	if err != nil {
+		return name
+	}
+	return reference.TagNameOnly(named).String()
 }

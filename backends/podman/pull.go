@@ -12,6 +12,7 @@ import (
 	"github.com/containers/podman/v5/pkg/domain/entities/types"
 
 	"github.com/berthci/berth/backends"
+	"github.com/berthci/berth/backends/dockerproxy"
 	"github.com/berthci/berth/config"
 )
 
@@ -37,14 +38,21 @@ func (b *Backend) ensureImage(ctx context.Context, job *backends.Job, name strin
 		}
 		if policy == config.PullNever || policy == config.PullIfNotPresent {
 			inspect, err := images.GetImage(ctx, name, nil)
-			if err == nil {
+			if other, given := dockerproxy.GivenByAnotherJob(job, dockerproxy.EnginePodman, name); err == nil && given {
+				// What that job tagged or loaded there, not a pull's.
+				lastErr = fmt.Errorf("image %q in the podman user's store is a name job %s gave through its guarded socket, so it is not used; pull it (pull_policy \"always\" or \"if-not-present\")", name, other)
+				if policy == config.PullNever {
+					continue
+				}
+				b.log.Warnf("Image %s in the podman user's store is a name job %s gave through its guarded socket; pulling it instead", name, other)
+			} else if err == nil {
 				b.log.Infof("Using locally found image %s (%s)", name, shortID(inspect.ID))
 				return inspect, nil
 			}
-			if !isNotFound(err) {
+			if err != nil && !isNotFound(err) {
 				return nil, fmt.Errorf("inspect image %q: %w", name, err)
 			}
-			if policy == config.PullNever {
+			if policy == config.PullNever && err != nil {
 				lastErr = fmt.Errorf("image %q is not in the podman user's store and the pull policy is \"never\"; pull it as that user or allow another pull_policy", name)
 				continue
 			}
