@@ -219,15 +219,7 @@ func TestGuardImageNamesCannotBeMoved(t *testing.T) {
 		genuine := engineImageID(t, backend, helperImage)
 		a := e.job(271)
 		own := fmt.Sprintf("berth-it-own-%d:1", a.ID)
-		if backend == "podman" {
-			// Podman's Docker API names a short tag docker.io/library/.
-			t.Cleanup(func() {
-				removePodmanImage(t, requirePodman(t), "docker.io/library/"+own)
-				removePodmanImage(t, requirePodman(t), "localhost/"+own)
-			})
-		} else {
-			t.Cleanup(func() { removeImage(t, own) })
-		}
+		removeShortNameAtEnd(t, backend, own)
 		a.Script = []string{
 			resultFunc,
 			`step=tag res docker tag ` + busyboxImage + ` ` + helperImage,
@@ -407,6 +399,27 @@ func victimNetwork(t *testing.T, backend, runnerName string) string {
 	t.Helper()
 	name := fmt.Sprintf("berth-it-victim-net-%d", os.Getpid())
 	labels := map[string]string{backends.LabelRunner: runnerName + "-other", backends.LabelJobID: "998", backends.LabelRole: "network"}
+	return engineNetwork(t, backend, name, labels)
+}
+
+// removeShortNameAtEnd removes the image a job named name (a short name)
+// from backend's engine when the test ends, under both names Podman may
+// give it (its Docker API tags docker.io/library/, its load localhost/).
+func removeShortNameAtEnd(t *testing.T, backend, name string) {
+	if backend == "podman" {
+		t.Cleanup(func() {
+			removePodmanImage(t, requirePodman(t), "docker.io/library/"+name)
+			removePodmanImage(t, requirePodman(t), "localhost/"+name)
+		})
+		return
+	}
+	t.Cleanup(func() { removeImage(t, name) })
+}
+
+// engineNetwork makes a network in backend's engine, removed when the
+// test ends, and returns its full id.
+func engineNetwork(t *testing.T, backend, name string, labels map[string]string) string {
+	t.Helper()
 	if backend == "podman" {
 		conn := requirePodman(t)
 		created, err := podnetwork.Create(conn, &nettypes.Network{Name: name, Labels: labels})

@@ -40,15 +40,7 @@ func TestGuardBuildCannotFetchFromTheHostsOwnNetwork(t *testing.T) {
 	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
 		job := e.job(331)
 		ok := fmt.Sprintf("berth-it-build-ok-%d", job.ID)
-		if backend == "podman" {
-			// Podman's Docker API names a short tag docker.io/library/.
-			t.Cleanup(func() {
-				removePodmanImage(t, requirePodman(t), "docker.io/library/"+ok)
-				removePodmanImage(t, requirePodman(t), "localhost/"+ok)
-			})
-		} else {
-			t.Cleanup(func() { removeImage(t, ok) })
-		}
+		removeShortNameAtEnd(t, backend, ok)
 		dockerfile := func(dir, lines string) string {
 			return `mkdir -p ` + dir + ` && printf '` + lines + `' > ` + dir + `/Dockerfile`
 		}

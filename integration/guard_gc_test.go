@@ -15,7 +15,6 @@ import (
 	"github.com/containers/podman/v5/pkg/bindings/images"
 	podnetwork "github.com/containers/podman/v5/pkg/bindings/network"
 	"github.com/docker/docker/api/types/network"
-	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/berthci/berth/backends"
 	"github.com/berthci/berth/integration/runner"
@@ -193,24 +192,7 @@ func TestPrepareDoesNotAdoptASquattedNetwork(t *testing.T) {
 	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
 		job := e.job(354)
 		name := backends.JobName(e.runner, job.ID)
-		labels := map[string]string{"berth-it": "squatter"}
-		var id string
-		if backend == "podman" {
-			conn := requirePodman(t)
-			created, err := podnetwork.Create(conn, &nettypes.Network{Name: name, Labels: labels})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _, _ = podnetwork.Remove(conn, name, nil) })
-			id = created.ID
-		} else {
-			created, err := dockerCli.NetworkCreate(context.Background(), name, network.CreateOptions{Labels: labels})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = dockerCli.NetworkRemove(context.Background(), name) })
-			id = created.ID
-		}
+		id := engineNetwork(t, backend, name, map[string]string{"berth-it": "squatter"})
 		res := e.run(job)
 		if res.Failure == "" {
 			t.Fatalf("the job ran on a network it did not make:\n%s", res.Log)
