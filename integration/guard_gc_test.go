@@ -149,13 +149,21 @@ func TestGuardNamesTheJobGaveGoAtCleanup(t *testing.T) {
 		tagged := fmt.Sprintf("berth-it-given-%d:1", job.ID)
 		loaded := fmt.Sprintf("berth-it-loaded-%d:1", job.ID)
 		archive, loadedID := forgedImageArchive(t, loaded, map[string]string{"berth-it": "unlabelled"})
+		// loaded again under the same name: the first image loses it
+		moved := fmt.Sprintf("berth-it-moved-%d:1", job.ID)
+		first, firstID := forgedImageArchive(t, moved, map[string]string{"berth-it": "first"})
+		second, secondID := forgedImageArchive(t, moved, map[string]string{"berth-it": "second"})
 		t.Cleanup(func() {
 			if backend == "podman" {
 				conn := requirePodman(t)
-				removePodmanImage(t, conn, loadedID)
+				for _, id := range []string{loadedID, firstID, secondID} {
+					removePodmanImage(t, conn, id)
+				}
 				removePodmanImage(t, conn, "docker.io/library/"+tagged)
 			} else {
-				removeImage(t, "sha256:"+loadedID)
+				for _, id := range []string{loadedID, firstID, secondID} {
+					removeImage(t, "sha256:"+id)
+				}
 				removeImage(t, tagged)
 			}
 		})
@@ -165,10 +173,25 @@ func TestGuardNamesTheJobGaveGoAtCleanup(t *testing.T) {
 			"docker load -i loaded.tar",
 			"docker tag " + busyboxImage + " " + tagged,
 			"docker image inspect -f '{{.Id}}' " + tagged + " " + loaded,
+			"echo " + base64.StdEncoding.EncodeToString(first) + " | base64 -d > first.tar",
+			"echo " + base64.StdEncoding.EncodeToString(second) + " | base64 -d > second.tar",
+			"docker load -i first.tar && docker load -i second.tar",
+			// an archive whose image has no name
+			`mkdir un && tar -C un -xf first.tar && sed -i 's/"RepoTags":\[[^]]*\]/"RepoTags":[]/' un/manifest.json && (cd un && tar -cf ../unnamed.tar *)`,
+			`if docker load -i unnamed.tar; then echo "RESULT unnamed allowed"; else echo "RESULT unnamed refused"; fi`,
 		}
-		requireSuccess(t, e.run(job))
-		if imageExists(t, backend, loadedID) {
-			t.Errorf("the image the job loaded as %s outlived its cleanup", loaded)
+		res := e.run(job)
+		requireSuccess(t, res)
+		out, _ := res.Stage("build_script")
+		for _, want := range []string{"RESULT unnamed refused", "an image in the archive has no name"} {
+			if !strings.Contains(out.Output, want) {
+				t.Errorf("build_script lacks %q:\n%s", want, out.Output)
+			}
+		}
+		for _, id := range []string{loadedID, firstID, secondID} {
+			if imageExists(t, backend, id) {
+				t.Errorf("the image %.12s the job loaded outlived its cleanup", id)
+			}
 		}
 		if backend == "podman" {
 			if _, err := images.GetImage(requirePodman(t), "docker.io/library/"+tagged, nil); err == nil {

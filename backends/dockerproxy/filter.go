@@ -160,6 +160,9 @@ type Config struct {
 	// StepsFile records the step images the job's builds make, for its
 	// cleanup (see buildcache.go; empty: none).
 	StepsFile string
+	// LeftFile records the images the job's given names left when it
+	// moved them, for its cleanup (see names.go; empty: none).
+	LeftFile string
 	// SpoolDir holds image archives and build contexts while they are
 	// checked (empty: the system's temporary directory).
 	SpoolDir string
@@ -216,6 +219,7 @@ type Filter struct {
 	spoolDir        string
 	namesFile       string
 	stepsFile       string
+	leftFile        string
 	ceilings        Ceilings
 	localRegistries []string
 	publicPorts     bool
@@ -262,7 +266,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames)}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, leftFile: cfg.LeftFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames)}, nil
 }
 
 func lowerAll(list []string) []string {

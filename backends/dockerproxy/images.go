@@ -162,7 +162,14 @@ func (r *request) imageTarget(name string) error {
 	case kind == imageMissing:
 		r.f.gaveName(name)
 		return r.f.recordName(name)
-	case kind == imageOwn || r.f.gave(name):
+	case kind == imageOwn:
+		return nil
+	case r.f.gave(name):
+		// Moving a name it gave: the image the name leaves may keep no
+		// name at all (one the job loaded), so cleanup removes it then.
+		if obj, err := r.f.up.Image(r.ctx, name); err == nil {
+			return r.f.recordLine(r.f.leftFile, obj.ID)
+		}
 		return nil
 	}
 	return refuse("image name %q is taken by an image this project's jobs did not build; a job may give new names and move only names of images its project built: choose another name", name)
@@ -467,6 +474,11 @@ func rewriteArchive(src, dst *os.File) ([]string, error) {
 	return names, nil
 }
 
+// errUnnamedImage refuses an archive with an image it does not name: the
+// engine would load it without a name or labels, and no cleanup could
+// find it.
+var errUnnamedImage = refuse("an image in the archive has no name, and an image loaded without one outlives the job: save it by name (docker save NAME)")
+
 // archiveFileNames lists the image names one name file gives:
 // manifest.json's RepoTags, the legacy repositories file's, and index.json's
 // name annotations.
@@ -479,6 +491,9 @@ func archiveFileNames(name string, data []byte) ([]string, error) {
 			return nil, fmt.Errorf("the archive's manifest.json: %v", err)
 		}
 		for _, m := range manifest {
+			if len(m.RepoTags) == 0 {
+				return nil, errUnnamedImage
+			}
 			names = append(names, m.RepoTags...)
 		}
 	case "repositories":
@@ -499,10 +514,15 @@ func archiveFileNames(name string, data []byte) ([]string, error) {
 			return nil, fmt.Errorf("the archive's index.json: %v", err)
 		}
 		for _, m := range index.Manifests {
+			named := false
 			for _, k := range []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"} {
 				if v := m.Annotations[k]; v != "" {
 					names = append(names, v)
+					named = true
 				}
+			}
+			if !named {
+				return nil, errUnnamedImage
 			}
 		}
 	}

@@ -43,6 +43,10 @@ func TestLoadIsCheckedAgainstTheNamesInTheArchive(t *testing.T) {
 		"not a tar":       {files: nil, wantMsg: "not a readable tar"},
 		"bad manifest":    {files: map[string]string{"manifest.json": `{`}, wantMsg: "manifest.json"},
 		"no names at all": {files: map[string]string{"layer.tar": layer}},
+		"an unnamed image": {files: map[string]string{"layer.tar": layer, "manifest.json": `[{"Config":"c.json","RepoTags":["mine:1"]},{"Config":"d.json","RepoTags":[]}]`},
+			wantMsg: "an image in the archive has no name"},
+		"an unnamed oci image": {files: map[string]string{"index.json": `{"manifests":[{"annotations":{}}]}`},
+			wantMsg: "an image in the archive has no name"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

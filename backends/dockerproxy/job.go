@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/berthci/berth/backends"
@@ -55,11 +56,42 @@ type Settings struct {
 	LocalRegistries []string
 	// PublicPorts: docker.guard_public_ports.
 	PublicPorts bool
+	// LocalNames are names the engine's host resolves to local addresses
+	// (its /etc/hosts), refused as localhost is.
+	LocalNames []string
 }
 
-// SettingsFrom takes the guard's settings from the berth config.
+// SettingsFrom takes the guard's settings from the berth config, and the
+// host's own local names from its /etc/hosts: the engine runs on this host
+// and resolves them there.
 func SettingsFrom(d config.Docker) Settings {
-	return Settings{LocalRegistries: d.GuardLocalRegistries, PublicPorts: d.GuardPublicPorts}
+	return Settings{LocalRegistries: d.GuardLocalRegistries, PublicPorts: d.GuardPublicPorts, LocalNames: HostsLocalNames("/etc/hosts")}
+}
+
+// HostsLocalNames returns the names a hosts file maps to a loopback,
+// link-local or unspecified address ("runsc", the host's own name, ...).
+// A missing or unreadable file gives none.
+func HostsLocalNames(path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 2 || !localHost(fields[0]) {
+			continue
+		}
+		for _, name := range fields[1:] {
+			if !localHost(name) {
+				names = append(names, strings.ToLower(name))
+			}
+		}
+	}
+	return names
 }
 
 // Command is the proxy container's command, after the entrypoint
@@ -83,6 +115,9 @@ func Command(job *backends.Job, ceilings Ceilings, settings Settings) []string {
 	}
 	if settings.PublicPorts {
 		cmd = append(cmd, "--public-ports")
+	}
+	for _, n := range settings.LocalNames {
+		cmd = append(cmd, "--local-name", n)
 	}
 	return append(cmd, ceilings.Args()...)
 }

@@ -1,6 +1,8 @@
 package dockerproxy
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -26,5 +28,21 @@ func TestCommandCarriesTheJobLabelsInOrder(t *testing.T) {
 	}
 	if again := Command(job, Ceilings{Memory: 1 << 30, PidsLimit: 100}, Settings{LocalRegistries: []string{"127.0.0.1:5000"}, PublicPorts: true}); !slices.Equal(cmd, again) {
 		t.Errorf("command is not stable: %q then %q", cmd, again)
+	}
+}
+
+func TestHostsLocalNames(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hosts")
+	data := "127.0.0.1\tlocalhost\n127.0.1.1 vm VM.example # the host\n::1 ip6-localhost runsc\n192.0.2.7 public\n# 127.0.0.1 commented\n169.254.169.254 metadata.internal\n"
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := HostsLocalNames(path)
+	want := []string{"vm", "vm.example", "ip6-localhost", "runsc", "metadata.internal"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if HostsLocalNames(filepath.Join(t.TempDir(), "none")) != nil {
+		t.Error("a missing file gave names")
 	}
 }

@@ -260,8 +260,8 @@ func (r *request) boundBuild() error {
 		return err
 	}
 	if raw := r.query.Get("ulimits"); raw != "" {
-		if err := strictjson.Decode([]byte(raw), 3, &res.Ulimits); err != nil {
-			return refuse("bad ulimits parameter: %v", err)
+		if err := r.decodeBuildUlimits(raw, &res); err != nil {
+			return err
 		}
 	}
 	if err := c.bound(&res, false); err != nil {
@@ -280,7 +280,18 @@ func (r *request) boundBuild() error {
 		r.query.Set("cpuquota", strconv.FormatInt(res.NanoCPUs/10000, 10))
 	}
 	if len(res.Ulimits) > 0 {
-		data, err := json.Marshal(res.Ulimits)
+		var data []byte
+		var err error
+		if r.f.podman {
+			// Podman's Docker API takes "name=soft:hard" strings here.
+			var list []string
+			for _, u := range res.Ulimits {
+				list = append(list, u.String())
+			}
+			data, err = json.Marshal(list)
+		} else {
+			data, err = json.Marshal(res.Ulimits)
+		}
 		if err != nil {
 			return fmt.Errorf("encode the build's ulimits: %w", err)
 		}
@@ -297,6 +308,29 @@ func (r *request) boundBuild() error {
 		if shm <= 0 && c.ShmSize > 0 {
 			r.query.Set("shmsize", strconv.FormatInt(c.ShmSize, 10))
 		}
+	}
+	return nil
+}
+
+// decodeBuildUlimits reads a build's ulimits parameter: Docker's
+// [{"Name":..,"Soft":..,"Hard":..}], or on Podman also its
+// ["name=soft:hard"].
+func (r *request) decodeBuildUlimits(raw string, res *container.Resources) error {
+	if r.f.podman {
+		var list []string
+		if json.Unmarshal([]byte(raw), &list) == nil {
+			for _, s := range list {
+				u, err := units.ParseUlimit(s)
+				if err != nil {
+					return refuse("bad ulimits parameter %q: %v", s, err)
+				}
+				res.Ulimits = append(res.Ulimits, u)
+			}
+			return nil
+		}
+	}
+	if err := strictjson.Decode([]byte(raw), 3, &res.Ulimits); err != nil {
+		return refuse("bad ulimits parameter: %v", err)
 	}
 	return nil
 }

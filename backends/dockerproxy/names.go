@@ -65,6 +65,17 @@ func (f *Filter) recordLine(path, line string) error {
 // (see buildcache.go), on Docker.
 const stepImagesFile = "step-images.docker"
 
+// leftImagesFile is the record, for an engine, of the images that a name
+// the job gave left when the job moved it: one it loaded has no other name
+// then, and no labels to be found by.
+func leftImagesFile(engine string) string { return "left-images." + engine }
+
+// LeftImages returns the images the job's given names left, for its
+// cleanup, which removes those that have no name left and no labels.
+func LeftImages(job *backends.Job, engine string) ([]string, error) {
+	return readRecord(filepath.Join(JobDir(job), leftImagesFile(engine)))
+}
+
 // GivenNames returns the image names the guard on engine let the job
 // give, for its cleanup: none when the job had no guard there.
 func GivenNames(job *backends.Job, engine string) ([]string, error) {

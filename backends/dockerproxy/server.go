@@ -153,6 +153,7 @@ func Serve(ctx context.Context, cfg Config, listen, upstream string, log func(fo
 			engine = EnginePodman
 		}
 		cfg.NamesFile = filepath.Join(filepath.Dir(listen), givenNamesFile(engine))
+		cfg.LeftFile = filepath.Join(filepath.Dir(listen), leftImagesFile(engine))
 	}
 	if cfg.StepsFile == "" && !podman {
 		cfg.StepsFile = filepath.Join(filepath.Dir(listen), stepImagesFile)

@@ -135,6 +135,23 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 			refs = append(refs, "localhost/"+reference.FamiliarString(tagged))
 		}
 	}
+	// The images its given names left when it moved them: those with no
+	// name now (a loaded image that lost its only name), unless berth
+	// labelled them as another job's.
+	left, err := dockerproxy.LeftImages(job, dockerproxy.EnginePodman)
+	if err != nil {
+		return err
+	}
+	for _, id := range left {
+		data, err := images.GetImage(ctx, id, nil)
+		if err != nil || len(data.RepoTags) > 0 {
+			continue
+		}
+		if owner, ok := data.Labels[backends.LabelJobID]; ok && owner != strconv.FormatInt(job.ID, 10) {
+			continue
+		}
+		refs = append(refs, data.ID)
+	}
 	if len(refs) == 0 {
 		return nil
 	}

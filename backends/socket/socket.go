@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -142,6 +143,23 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 			errs = append(errs, fmt.Errorf("remove the image name %s the job gave: %w", name, err))
 		}
 	}
+	// The images its given names left when it moved them: those with
+	// no name now (a loaded image that lost its only name), unless berth
+	// labelled them as another job's.
+	left, err := dockerproxy.LeftImages(job, dockerproxy.EngineDocker)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, id := range left {
+		info, err := b.cli.ImageInspect(ctx, id)
+		if err != nil || len(info.RepoTags) > 0 || (info.Config != nil && otherJobs(job, info.Config.Labels)) {
+			continue
+		}
+		_, err = b.cli.ImageRemove(ctx, info.ID, image.RemoveOptions{PruneChildren: true})
+		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("remove the image %s a name the job gave left: %w", id, err))
+		}
+	}
 	// The step images its builds made, which a failed build leaves
 	// without labels: the last first, so that a child goes before its
 	// parent. The record comes from the builder's progress, which a RUN
@@ -172,4 +190,10 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 // See [backends.JobLister].
 func (b *Backend) ListJobs(ctx context.Context, runner string) ([]backends.JobRecord, error) {
 	return b.ListBackendJobs(ctx, runner, Name)
+}
+
+// otherJobs reports whether labels are berth's for another job.
+func otherJobs(job *backends.Job, labels map[string]string) bool {
+	id, ok := labels[backends.LabelJobID]
+	return ok && id != strconv.FormatInt(job.ID, 10)
 }

@@ -201,6 +201,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	var labels, ulimits, localRegistries []string
 	var ceilings dockerproxy.Ceilings
 	var publicPorts bool
+	var localNames []string
 	cmd := &cobra.Command{
 		Use:    "docker-proxy",
 		Short:  "Serve a job's guarded Docker socket (runs in a socket job's proxy container)",
@@ -225,6 +226,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 			cfg.Ceilings = ceilings
 			cfg.LocalRegistries = localRegistries
 			cfg.PublicPorts = publicPorts
+			cfg.HostNames = localNames
 			logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 			return dockerproxy.Serve(ctx, cfg, listen, upstream, logf)
 		},
@@ -242,6 +244,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().StringArrayVar(&ulimits, "ulimit", nil, "name=soft:hard ulimit ceiling (repeatable)")
 	cmd.Flags().StringArrayVar(&localRegistries, "local-registry", nil, "a registry at a loopback or link-local address the job may use (repeatable)")
 	cmd.Flags().BoolVar(&publicPorts, "public-ports", false, "leave published ports on every host interface, as the job gives them")
+	cmd.Flags().StringArrayVar(&localNames, "local-name", nil, "a name the engine's host resolves to a local address (repeatable)")
 	return cmd
 }
 
