@@ -516,11 +516,16 @@ func TestGuardCeilingsOnWhatTheJobCreates(t *testing.T) {
 			`step=tmpfs res docker run --rm --tmpfs /t:size=100g ` + busyboxImage + ` true`,
 			`printf 'FROM ` + busyboxImage + `\nRUN true\n' > Dockerfile`,
 			`step=build-memory DOCKER_BUILDKIT=0 res docker build --memory 1g .`,
+			// a build within the ceilings, its ulimits in each engine's form
+			`mkdir -p ok && printf 'FROM ` + busyboxImage + `
+COPY Dockerfile /d
+' > ok/Dockerfile`,
+			`step=build-ok DOCKER_BUILDKIT=0 res docker build -q ok`,
 		}
 		res := e.run(job)
 		requireSuccess(t, res)
 		out, _ := res.Stage("build_script")
-		wants := []string{"NOFILE 512 1024", "RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
+		wants := []string{"NOFILE 512 1024", "RESULT build-ok allowed", "RESULT less allowed", "RESULT memory refused", "RESULT oom refused", "RESULT pids refused", "RESULT shm refused",
 			"RESULT tmpfs refused", "RESULT build-memory refused", "over the runner's ceiling of 268435456"}
 		if backend == "socket" {
 			// Rootless Podman on cgroup v1 drops resource limits, and
