@@ -82,10 +82,13 @@ func (r *request) boundBuildCache() error {
 // without the build's labels, which the job's cleanup could not find. So
 // the guard reads the classic builder's progress as it passes to the job
 // and records, with the names the job gave, the id of every step image the
-// build made itself: " ---> <id>" after " ---> Running in <container>",
-// never a cached step's or the base image's, which are not the job's. The
-// job's cleanup removes them without force: one a container uses, or with
-// child images, stays.
+// build made itself: the " ---> <id>" that ends a step, unless the step
+// is a FROM (the base image) or was answered from the cache (" ---> Using
+// cache"), which are not the job's. A RUN step's output could imitate
+// these lines, so the job's cleanup removes only what it may: an image
+// with no name, made since the job's guard started, not labelled as
+// another job's, without force (one a container uses, or with child
+// images, stays).
 
 // recordStepImages wraps a build answer so that the step images it names
 // are recorded for the job's cleanup.
@@ -101,9 +104,11 @@ func (f *Filter) recordStepImages(resp *http.Response) error {
 // images it names.
 type stepRecorder struct {
 	io.ReadCloser
-	f       *Filter
-	line    []byte // the unfinished line of progress
-	running bool   // the last arrow was "Running in"
+	f    *Filter
+	line []byte // the unfinished line of progress
+	// skip: the step under way is a FROM or was cached, so its arrow
+	// names an image that is not the build's own
+	skip bool
 }
 
 // maxProgressLine bounds the part of a progress line kept to parse it.
@@ -136,15 +141,16 @@ func (s *stepRecorder) progress(line []byte) {
 	}
 	for _, text := range strings.Split(msg.Stream, "\n") {
 		switch {
-		case strings.HasPrefix(text, " ---> Running in "):
-			s.running = true
+		case text == " ---> Using cache":
+			s.skip = true
 		case strings.HasPrefix(text, " ---> "):
-			if m := stepArrow.FindStringSubmatch(text); m != nil && s.running {
+			if m := stepArrow.FindStringSubmatch(text); m != nil && !s.skip {
 				_ = s.f.recordLine(s.f.stepsFile, m[1])
 			}
-			s.running = false
 		case strings.HasPrefix(text, "Step "):
-			s.running = false
+			_, instr, _ := strings.Cut(text, " : ")
+			word, _, _ := strings.Cut(instr, " ")
+			s.skip = strings.EqualFold(word, "FROM")
 		}
 	}
 }

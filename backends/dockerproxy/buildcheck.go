@@ -676,8 +676,8 @@ func (c *dockerfileCheck) checkImage(ref, what string) error {
 	if err != nil {
 		return nil // the engine pulls it, or fails
 	}
-	if c.f.imageKind(obj.Labels) == imageForeign {
-		return refuse("%s: image %q was built by another project's job and may hold its secrets; build from your own or a pulled image", what, ref)
+	if c.f.objectKind(obj) == imageForeign {
+		return refuse("%s: image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; build from your own or a pulled image", what, ref)
 	}
 	return nil
 }

@@ -70,6 +70,8 @@ type Object struct {
 	Gateway string
 	// Ports are the ports an image exposes ("80/tcp").
 	Ports []string
+	// Untagged: an image with neither a name nor a digest.
+	Untagged bool
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and
@@ -696,17 +698,28 @@ func (r *request) narrowList() error {
 
 // keepOwn drops from a list answer (containers, networks, or volumes
 // wrapped in {"Volumes": [...]}) every object that is not the job's own.
-func (f *Filter) keepOwn(resp *http.Response) error { return keepWhere(resp, f.owned) }
+func (f *Filter) keepOwn(resp *http.Response) error {
+	return keepWhere(resp, func(e listEntry) bool { return f.owned(e.Labels) })
+}
+
+// listEntry is what a list answer's entry is judged by.
+type listEntry struct {
+	Labels      map[string]string
+	RepoTags    []string
+	RepoDigests []string
+}
 
 // keepVisibleImages drops from an image list the images another
 // project's jobs built, which the job may not inspect either.
 func (f *Filter) keepVisibleImages(resp *http.Response) error {
-	return keepWhere(resp, func(labels map[string]string) bool { return f.imageKind(labels) != imageForeign })
+	return keepWhere(resp, func(e listEntry) bool {
+		return f.objectKind(Object{Labels: e.Labels, Untagged: len(e.RepoTags) == 0 && len(e.RepoDigests) == 0}) != imageForeign
+	})
 }
 
 // keepWhere drops from a list answer every object whose labels keep
 // does not accept.
-func keepWhere(resp *http.Response, accept func(labels map[string]string) bool) error {
+func keepWhere(resp *http.Response, accept func(listEntry) bool) error {
 	if resp.StatusCode != http.StatusOK {
 		return nil
 	}
@@ -718,11 +731,11 @@ func keepWhere(resp *http.Response, accept func(labels map[string]string) bool) 
 	keep := func(items []json.RawMessage) ([]json.RawMessage, error) {
 		out := []json.RawMessage{}
 		for _, item := range items {
-			var obj struct{ Labels map[string]string }
+			var obj listEntry
 			if err := json.Unmarshal(item, &obj); err != nil {
 				return nil, fmt.Errorf("decode a list entry: %w", err)
 			}
-			if accept(obj.Labels) {
+			if accept(obj) {
 				out = append(out, item)
 			}
 		}

@@ -25,8 +25,10 @@ import (
 //   - own: built through a guard by a job of this project on this runner
 //     (the guard sets berth.project.id, berth.runner and berth.role on
 //     every build, over anything the Dockerfile says);
-//   - foreign: built by another project's job; it can hold that project's
-//     secrets, so the job may not use it at all;
+//   - foreign: built by another project's job, or an image with neither a
+//     name nor a digest that is not own (a build's step or stage image,
+//     which only the last stage's labels would mark as another job's); it
+//     can hold that project's secrets, so the job may not use it at all;
 //   - shared: everything else (pulled, made by the admin, berth's own helper,
 //     proxy and DinD images).
 //
@@ -60,6 +62,16 @@ func (f *Filter) imageKind(labels map[string]string) imageKind {
 	return imageForeign
 }
 
+// objectKind is imageKind for an image the engine reported: one with no
+// name and no digest counts as foreign unless it is own.
+func (f *Filter) objectKind(obj Object) imageKind {
+	kind := f.imageKind(obj.Labels)
+	if kind == imageShared && obj.Untagged {
+		return imageForeign
+	}
+	return kind
+}
+
 func (r *request) lookupImage(ref string) (imageKind, error) {
 	obj, err := r.f.up.Image(r.ctx, ref)
 	if errors.Is(err, ErrNotFound) {
@@ -68,7 +80,7 @@ func (r *request) lookupImage(ref string) (imageKind, error) {
 	if err != nil {
 		return 0, fmt.Errorf("look up image %q: %w", ref, err)
 	}
-	return r.f.imageKind(obj.Labels), nil
+	return r.f.objectKind(obj), nil
 }
 
 // imageSource checks an image the job uses (runs, tags, inspects, saves,
@@ -82,7 +94,7 @@ func (r *request) imageSource(ref string) error {
 		return err
 	}
 	if kind == imageForeign {
-		return refuse("image %q was built by another project's job and may hold its secrets; pull or build your own", ref)
+		return refuse("image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; pull or build your own", ref)
 	}
 	return nil
 }
@@ -101,8 +113,8 @@ func (r *request) containerImage(ref string) error {
 	if err != nil {
 		return fmt.Errorf("look up image %q: %w", ref, err)
 	}
-	if r.f.imageKind(obj.Labels) == imageForeign {
-		return refuse("image %q was built by another project's job and may hold its secrets; pull or build your own", ref)
+	if r.f.objectKind(obj) == imageForeign {
+		return refuse("image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; pull or build your own", ref)
 	}
 	var stray []string
 	for k := range obj.Labels {
@@ -131,7 +143,7 @@ func (r *request) repositorySource(ref string) error {
 		return fmt.Errorf("list the images of %q: %w", ref, err)
 	}
 	for _, img := range images {
-		if r.f.imageKind(img.Labels) == imageForeign {
+		if r.f.objectKind(img) == imageForeign {
 			return refuse("repository %q holds an image another project's job built, which may hold its secrets; name the tag you want", ref)
 		}
 	}
@@ -144,6 +156,18 @@ func (r *request) repositorySource(ref string) error {
 func (r *request) imageTarget(name string) error {
 	if name == "" {
 		return nil
+	}
+	// The engine reads a name of hex digits alone as an image id prefix
+	// once no tag has it: FROM x, checked as the job's own tag, would
+	// name another project's image after the job removed the tag.
+	repo := name
+	if named, err := reference.ParseNormalizedNamed(name); err == nil {
+		repo = reference.FamiliarName(named)
+	} else if i := strings.LastIndexAny(name, ":@"); i > 0 {
+		repo = name[:i]
+	}
+	if hexName.MatchString(repo) {
+		return refuse("image name %q is not allowed: a name of hex digits only reads as an image id; choose a name with a letter beyond a-f", name)
 	}
 	kind, err := r.lookupImage(name)
 	if err != nil {

@@ -113,13 +113,14 @@ func TestImageListLeavesOutOtherProjectsImages(t *testing.T) {
 	}
 	body := `[{"Id":"own","Labels":{"berth.project.id":"3","berth.runner":"r1","berth.role":"job-created"}},` +
 		`{"Id":"foreign","Labels":{"berth.project.id":"4","berth.runner":"r1","berth.role":"job-created"}},` +
-		`{"Id":"shared","Labels":null}]`
+		`{"Id":"shared","Labels":null,"RepoTags":["busybox:latest"]},` +
+		`{"Id":"stepimage","Labels":{"maintainer":"x"},"RepoTags":[],"RepoDigests":[]}]`
 	resp := &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body))}
 	if err := rewrite(resp); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := io.ReadAll(resp.Body)
-	if !bytes.Contains(got, []byte(`"own"`)) || !bytes.Contains(got, []byte(`"shared"`)) || bytes.Contains(got, []byte(`"foreign"`)) {
-		t.Errorf("got %s, want own and shared only", got)
+	if !bytes.Contains(got, []byte(`"own"`)) || !bytes.Contains(got, []byte(`"shared"`)) || bytes.Contains(got, []byte(`"foreign"`)) || bytes.Contains(got, []byte(`"stepimage"`)) {
+		t.Errorf("got %s, want own and shared only (no other project's image, no unnamed step)", got)
 	}
 }

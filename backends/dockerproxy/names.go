@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/distribution/reference"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthci/berth/backends"
 )
@@ -148,4 +150,15 @@ func canonicalName(name string) string {
 		return name
 	}
 	return reference.TagNameOnly(named).String()
+}
+
+// GuardStarted returns when the job's guard directory was made, at its
+// prepare (its birth time; a job cannot reach it to change it), or false
+// when the file system does not say.
+func GuardStarted(job *backends.Job) (time.Time, bool) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, JobDir(job), unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &st); err != nil || st.Mask&unix.STATX_BTIME == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(st.Btime.Sec, int64(st.Btime.Nsec)), true
 }

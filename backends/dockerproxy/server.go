@@ -309,7 +309,7 @@ func (c clientUpstream) Image(ctx context.Context, ref string) (Object, error) {
 	if err != nil {
 		return Object{}, notFoundErr(err)
 	}
-	obj := Object{ID: info.ID}
+	obj := Object{ID: info.ID, Untagged: len(info.RepoTags) == 0 && len(info.RepoDigests) == 0}
 	if info.Config != nil {
 		obj.Labels = info.Config.Labels
 		for p := range info.Config.ExposedPorts {
@@ -338,7 +338,7 @@ func (c clientUpstream) Images(ctx context.Context, ref string) ([]Object, error
 	}
 	out := make([]Object, 0, len(list))
 	for _, img := range list {
-		out = append(out, Object{ID: img.ID, Labels: img.Labels})
+		out = append(out, Object{ID: img.ID, Labels: img.Labels, Untagged: len(img.RepoTags) == 0 && len(img.RepoDigests) == 0})
 	}
 	return out, nil
 }

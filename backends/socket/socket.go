@@ -163,19 +163,21 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 	// The step images its builds made, which a failed build leaves
 	// without labels: the last first, so that a child goes before its
 	// parent. The record comes from the builder's progress, which a RUN
-	// step's output could imitate, so only an untagged image without
-	// labels made since the job's prepare goes.
+	// step's output could imitate, so only an untagged image made since
+	// the job's guard started, not labelled as another job's, goes (a
+	// step image carries its base image's labels).
 	steps, err := dockerproxy.StepImages(job)
 	if err != nil {
 		errs = append(errs, err)
 	}
+	started, known := dockerproxy.GuardStarted(job)
 	for i := len(steps) - 1; i >= 0; i-- {
 		info, err := b.cli.ImageInspect(ctx, steps[i])
 		if err != nil {
 			continue // gone with the built image, or never there
 		}
 		created, _ := time.Parse(time.RFC3339Nano, info.Created)
-		if len(info.RepoTags) > 0 || (info.Config != nil && len(info.Config.Labels) > 0) || created.Before(job.Created.Add(-time.Second)) {
+		if len(info.RepoTags) > 0 || (info.Config != nil && otherJobs(job, info.Config.Labels)) || !known || created.Before(started.Add(-time.Second)) {
 			continue
 		}
 		_, err = b.cli.ImageRemove(ctx, info.ID, image.RemoveOptions{PruneChildren: true})
