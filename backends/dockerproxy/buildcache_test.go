@@ -86,3 +86,42 @@ func TestBuildCacheIsBoundedToTheProject(t *testing.T) {
 		})
 	}
 }
+
+// On Podman a base image's ONBUILD triggers would run with RUN steps in
+// the host's network: the base must be in the store, and have none. On
+// any engine a FROM by id is checked as a FROM by name.
+func TestBuildBaseImages(t *testing.T) {
+	full := "sha256:" + strings.Repeat("f", 64)
+	for name, tc := range map[string]struct {
+		podman     bool
+		dockerfile string
+		wantMsg    string
+	}{
+		"podman: a base not in the store":   {podman: true, dockerfile: "FROM notpulled:1\nCOPY Dockerfile /d\n", wantMsg: "pull it first"},
+		"podman: a base with ONBUILD":       {podman: true, dockerfile: "FROM onbuild:1\nCOPY Dockerfile /d\n", wantMsg: "has ONBUILD triggers"},
+		"podman: a plain base":              {podman: true, dockerfile: "FROM busybox\nCOPY Dockerfile /d\n"},
+		"docker: a base not in the store":   {dockerfile: "FROM notpulled:1\n"},
+		"another project's image by its id": {dockerfile: "FROM " + full + "\n", wantMsg: "another project's job"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir(), Podman: tc.podman}, fakeUpstream{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("POST", "/v1.41/build", strings.NewReader(dockerfileTar(tc.dockerfile)))
+			req.Header.Set("Content-Type", "application/x-tar")
+			release, err := f.CheckHold(context.Background(), req)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("got %v, want the build forwarded", err)
+				}
+				release()
+				return
+			}
+			var refusal *Refusal
+			if !errors.As(err, &refusal) || !strings.Contains(refusal.Message, tc.wantMsg) {
+				t.Fatalf("got %v, want a refusal containing %q", err, tc.wantMsg)
+			}
+		})
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/url"
@@ -546,6 +548,9 @@ func (c *dockerfileCheck) runStage(st *instructions.Stage) error {
 		if err := c.checkImage(base, "FROM in a build"); err != nil {
 			return err
 		}
+		if err := c.checkBaseTriggers(base); err != nil {
+			return err
+		}
 	}
 	for _, cmd := range st.Commands {
 		if err := c.dispatch(s, cmd); err != nil {
@@ -661,14 +666,14 @@ var imageID = regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`)
 // A name that is not a reference is refused: Buildah also reads transports
 // (docker://, oci-archive:, ...).
 func (c *dockerfileCheck) checkImage(ref, what string) error {
-	if _, err := reference.ParseNormalizedNamed(ref); err != nil {
-		if imageID.MatchString(ref) {
-			return nil
-		}
+	isID := imageID.MatchString(ref)
+	if _, err := reference.ParseNormalizedNamed(ref); err != nil && !isID {
 		return refuse("%s: %q is not an image reference the guard can check (%v); name the image as name[:tag][@digest]", what, ref, err)
 	}
-	if err := c.f.checkImageRegistry(ref, what); err != nil {
-		return err
+	if !isID {
+		if err := c.f.checkImageRegistry(ref, what); err != nil {
+			return err
+		}
 	}
 	// Another project's built image may hold its secrets, and a build
 	// reads it as a run would.
@@ -678,6 +683,27 @@ func (c *dockerfileCheck) checkImage(ref, what string) error {
 	}
 	if c.f.objectKind(obj) == imageForeign {
 		return refuse("%s: image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; build from your own or a pulled image", what, ref)
+	}
+	return nil
+}
+
+// checkBaseTriggers checks, on Podman, the ONBUILD triggers of a base
+// image: Podman 4.3 runs a RUN among them in the host's network, as it
+// runs any build step. So the base image must be in the store already,
+// where the guard can read its triggers, and have none.
+func (c *dockerfileCheck) checkBaseTriggers(ref string) error {
+	if !c.f.podman || strings.EqualFold(ref, "scratch") || c.stage(ref) != nil {
+		return nil
+	}
+	obj, err := c.f.up.Image(c.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return refuse("FROM %s in a build: the image is not in this Podman's store; pull it first (docker pull %s), so that the guard can read its ONBUILD triggers, which Podman would run in the host's network", ref, ref)
+	}
+	if err != nil {
+		return fmt.Errorf("look up the base image %q: %w", ref, err)
+	}
+	if len(obj.OnBuild) > 0 {
+		return refuse("FROM %s in a build: the image has ONBUILD triggers (%s), which this Podman would run in the host's network; build from an image without them", ref, strings.Join(obj.OnBuild, "; "))
 	}
 	return nil
 }

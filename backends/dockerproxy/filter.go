@@ -72,6 +72,8 @@ type Object struct {
 	Ports []string
 	// Untagged: an image with neither a name nor a digest.
 	Untagged bool
+	// OnBuild are an image's ONBUILD triggers.
+	OnBuild []string
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and

@@ -96,15 +96,17 @@ func (fakeUpstream) ExecContainer(_ context.Context, id string) (string, error) 
 }
 
 var fakeImages = map[string]Object{
-	"busybox":                  {ID: "sha256:shared"},
-	"busybox:latest":           {ID: "sha256:shared", Ports: []string{"80/tcp"}},
-	"127.0.0.1:5000/a/b:1":     {ID: "sha256:shared2"},
-	"berth-test/helper:latest": {ID: "sha256:helper"},
-	"ownbuilt:1":               {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
-	"sha256:step":              {ID: "sha256:step", Untagged: true},
-	"strays:1":                 {ID: "sha256:strays", Labels: map[string]string{backends.LabelAlias: "web", "Berth.Job.Id": "8"}},
-	"foreignbuilt:1":           {ID: "sha256:foreign", Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
-	"otherrunner:1":            {ID: "sha256:foreign2", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r2", backends.LabelRole: RoleJobCreated}},
+	"busybox":                           {ID: "sha256:shared"},
+	"busybox:latest":                    {ID: "sha256:shared", Ports: []string{"80/tcp"}},
+	"127.0.0.1:5000/a/b:1":              {ID: "sha256:shared2"},
+	"berth-test/helper:latest":          {ID: "sha256:helper"},
+	"ownbuilt:1":                        {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
+	"sha256:step":                       {ID: "sha256:step", Untagged: true},
+	"onbuild:1":                         {ID: "sha256:onbuild", OnBuild: []string{"RUN curl http://127.0.0.1/"}},
+	"sha256:" + strings.Repeat("f", 64): {ID: "sha256:" + strings.Repeat("f", 64), Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
+	"strays:1":                          {ID: "sha256:strays", Labels: map[string]string{backends.LabelAlias: "web", "Berth.Job.Id": "8"}},
+	"foreignbuilt:1":                    {ID: "sha256:foreign", Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
+	"otherrunner:1":                     {ID: "sha256:foreign2", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r2", backends.LabelRole: RoleJobCreated}},
 }
 
 func (fakeUpstream) Image(_ context.Context, ref string) (Object, error) {

@@ -312,6 +312,7 @@ func (c clientUpstream) Image(ctx context.Context, ref string) (Object, error) {
 	obj := Object{ID: info.ID, Untagged: len(info.RepoTags) == 0 && len(info.RepoDigests) == 0}
 	if info.Config != nil {
 		obj.Labels = info.Config.Labels
+		obj.OnBuild = info.Config.OnBuild
 		for p := range info.Config.ExposedPorts {
 			obj.Ports = append(obj.Ports, string(p))
 		}
