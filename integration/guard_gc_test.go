@@ -72,10 +72,11 @@ func imageExists(t *testing.T, backend, id string) bool {
 // TestGuardForgedLabelsCannotSteerGC replays the label attack: a job
 // loads images whose labels say they belong to a live job of another
 // project, created long ago with a 1 s timeout, and to a job that never
-// ran. `berth gc` must leave the live job running (berth's prepare marker,
-// which no job can write, says it is live), and remove the image of the
-// job that never ran; the live job's own cleanup then removes the image
-// that named it, so nothing the attacker made outlives cleanup and gc.
+// ran, and runs `berth gc` while it is still running. gc must leave the
+// live job running (berth's prepare marker, which no job can write, says
+// it is live) and remove the image of the job that never ran; the
+// attacker's cleanup (the names it gave) and the live job's (its labels)
+// remove the rest, so nothing the attacker made outlives cleanup and gc.
 func TestGuardForgedLabelsCannotSteerGC(t *testing.T) {
 	forGuardedBackends(t, options{}, func(t *testing.T, backend string, e *env) {
 		victim := e.job(351)
@@ -105,7 +106,8 @@ func TestGuardForgedLabelsCannotSteerGC(t *testing.T) {
 			"echo " + base64.StdEncoding.EncodeToString(ghostArchive) + " | base64 -d > ghost.tar",
 			"docker load -i victim.tar && docker load -i ghost.tar",
 		}
-		requireSuccess(t, e.run(attacker))
+		as := preparedSession(t, e, attacker)
+		mustRunStage(t, as, "build_script")
 		if !imageExists(t, backend, victimImage) || !imageExists(t, backend, ghostImage) {
 			t.Fatal("the forged images were not loaded, so this test proves nothing")
 		}
@@ -127,8 +129,10 @@ func TestGuardForgedLabelsCannotSteerGC(t *testing.T) {
 		if imageExists(t, backend, ghostImage) {
 			t.Errorf("gc left the image labelled as job %d, which never ran", victim.ID+7)
 		}
-		if r := vs.Cleanup(context.Background()); r.ExitCode != 0 {
-			t.Fatalf("cleanup of the live job: %d\n%s", r.ExitCode, r.Output)
+		for _, s := range []*runner.Session{as, vs} {
+			if r := s.Cleanup(context.Background()); r.ExitCode != 0 {
+				t.Fatalf("cleanup: %d\n%s", r.ExitCode, r.Output)
+			}
 		}
 		if imageExists(t, backend, victimImage) {
 			t.Errorf("the image labelled as job %d outlived that job's cleanup", victim.ID)
