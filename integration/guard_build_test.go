@@ -3,13 +3,17 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/berthci/berth/backends"
 )
 
 // TestGuardBuildCannotFetchFromTheHostsOwnNetwork: a classic build makes
@@ -83,4 +87,66 @@ func TestGuardBuildCannotFetchFromTheHostsOwnNetwork(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestGuardBuildCacheIgnoresForgedLabels replays a build-cache poisoning on
+// the socket: job A loads an image it built, edited to carry another
+// project's berth.project.id and a history that names that project's
+// build step, and keeps running. Job B of that project then builds the
+// step: its build does not take A's image from the cache (labels say
+// nothing about who built an image; only B's own builds are cache sources),
+// and a second build of B takes the first one's steps from the cache.
+func TestGuardBuildCacheIgnoresForgedLabels(t *testing.T) {
+	e := newEnv(t, options{})
+	const victimProject = 296
+	a := e.job(295)
+	a.Script = []string{
+		`mkdir -p evil && printf 'FROM ` + busyboxImage + `\nRUN touch /EVIL-PLANTED\n' > evil/Dockerfile`,
+		`DOCKER_BUILDKIT=0 docker build -q -t evil-src-$CI_JOB_ID evil`,
+		`mkdir -p /tmp/p/x && docker save evil-src-$CI_JOB_ID -o /tmp/p/e.tar && tar -xf /tmp/p/e.tar -C /tmp/p/x && cd /tmp/p/x`,
+		`cfg=$(sed -n 's/.*"Config":"\([^"]*\)".*/\1/p' manifest.json)`,
+		`sed -i -e 's/"berth.backend":"[a-z]*",//g; s/"berth.job.id":"[0-9]*",//g' -e 's/"berth.project.id":"[0-9]*"/"berth.project.id":"` + fmt.Sprint(victimProject) + `"/g' -e 's#touch /EVIL-PLANTED#touch /genuine-build-step#g' "$cfg"`,
+		`new=$(sha256sum "$cfg" | cut -d' ' -f1).json && mv "$cfg" "$new"`,
+		`sed -i "s/$cfg/$new/; s#\"RepoTags\":\[[^]]*\]#\"RepoTags\":[\"forged-$CI_JOB_ID:1\"]#" manifest.json && rm -f repositories`,
+		`tar -cf ../forged.tar * && docker load -i ../forged.tar`,
+		`echo "FORGED $(cut -d. -f1 <<<"$new")"`,
+	}
+	sa := preparedSession(t, e, a)
+	outA := mustRunStage(t, sa, "build_script")
+	m := regexp.MustCompile(`FORGED ([0-9a-f]{64})`).FindStringSubmatch(outA)
+	if m == nil {
+		t.Fatalf("job A did not load the forged image:\n%s", outA)
+	}
+	forged := m[1]
+	info, err := dockerCli.ImageInspect(context.Background(), forged)
+	if err != nil || info.Config == nil || info.Config.Labels[backends.LabelProjectID] != fmt.Sprint(victimProject) {
+		t.Fatalf("the forged image %s is not labelled as project %d: %v", forged, victimProject, err)
+	}
+
+	b := e.job(victimProject)
+	b.Script = []string{
+		`mkdir -p app && printf 'FROM ` + busyboxImage + `\nRUN touch /genuine-build-step\n' > app/Dockerfile`,
+		`DOCKER_BUILDKIT=0 docker build -t app-$CI_JOB_ID:1 app 2>&1 | sed 's/^/FIRST /'`,
+		`docker run --rm app-$CI_JOB_ID:1 ls / | sed 's/^/FILES /'`,
+		`DOCKER_BUILDKIT=0 docker build -t app-$CI_JOB_ID:2 app 2>&1 | sed 's/^/SECOND /'`,
+	}
+	res := e.run(b)
+	requireSuccess(t, res)
+	out, _ := res.Stage("build_script")
+	if strings.Contains(out.Output, "FIRST  ---> Using cache") || strings.Contains(out.Output, "EVIL-PLANTED") {
+		t.Errorf("job B's build took job A's forged image from the cache:\n%s", out.Output)
+	}
+	if !strings.Contains(out.Output, "FILES genuine-build-step") {
+		t.Errorf("job B's image lacks its own step's file:\n%s", out.Output)
+	}
+	if !strings.Contains(out.Output, "SECOND  ---> Using cache") {
+		t.Errorf("job B's second build did not take the first one's steps from the cache:\n%s", out.Output)
+	}
+	if r := sa.Cleanup(context.Background()); r.ExitCode != 0 {
+		t.Fatalf("job A's cleanup: %d\n%s", r.ExitCode, r.Output)
+	}
+	if _, err := dockerCli.ImageInspect(context.Background(), forged); err == nil {
+		t.Errorf("job A's forged image %s outlived its cleanup", forged)
+	}
+	e.assertNoResources()
 }

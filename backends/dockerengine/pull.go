@@ -33,7 +33,12 @@ func (e *Engine) ensureImage(ctx context.Context, job *backends.Job, name string
 		}
 		if policy == config.PullNever || policy == config.PullIfNotPresent {
 			inspect, err := e.api.ImageInspect(ctx, name)
-			if other, given := dockerproxy.GivenByAnotherJob(job, dockerproxy.EngineDocker, name); err == nil && given {
+			var other string
+			given := false
+			if err == nil {
+				other, given = dockerproxy.GivenByAnotherJob(job, dockerproxy.EngineDocker, name, inspect.ID)
+			}
+			if given {
 				// What that job tagged or loaded there, not a pull's.
 				lastErr = fmt.Errorf("image %q on the host is a name job %s gave through its guarded socket, so it is not used; pull it (pull_policy \"always\" or \"if-not-present\")", name, other)
 				if policy == config.PullNever {

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-
-	"github.com/berthci/berth/backends"
 )
 
 // The build cache is shared engine state. The classic builder takes a
@@ -16,16 +14,21 @@ import (
 // whoever made it, so a job could build, on purpose or by a failed build,
 // a step that another project's build then takes from the cache instead of
 // running it, with whatever the first job put in it (its job network can
-// even shadow a public host name for the build). And what a build leaves
-// without its labels (intermediate containers, the step images of a failed
-// build) would outlive the job.
+// even shadow a public host name for the build). Labels say nothing about
+// who made an image: a pulled or loaded image carries whatever labels its
+// maker wrote, berth's with another project's id among them, and a
+// history that names any step. And what a build leaves without its labels
+// (intermediate containers, the step images of a failed build) would
+// outlive the job.
 //
 // So the guard has every build remove its intermediate containers, also
 // when it fails (rm, forcerm), and bounds what the cache may answer from:
-//   - Docker: the images its project's jobs built on this runner, and the
-//     cachefrom images the job names that are not another project's. With
-//     cachefrom the classic builder takes a cached step only from those
-//     images' chains. With none of them, the build runs without the cache.
+//   - Docker: the images this job's own builds made (the builder's
+//     "Successfully built" as it passed through this guard, and labelled
+//     with this job's labels), and the cachefrom images the job names that
+//     are not another project's. With cachefrom the classic builder takes
+//     a cached step only from those images' chains. With none of them, the
+//     build runs without the cache.
 //   - Podman: Buildah's cache cannot be bounded so through the Docker API
 //     (its cachefrom is a registry to pull cache from), so builds run
 //     without it, and without intermediate images (layers=0).
@@ -54,15 +57,14 @@ func (r *request) boundBuildCache() error {
 			sources = append(sources, ref)
 		}
 	}
-	own, err := r.f.up.ImagesLabelled(r.ctx, map[string]string{
-		backends.LabelRunner:    r.f.labels[backends.LabelRunner],
-		backends.LabelProjectID: r.f.labels[backends.LabelProjectID],
-	})
+	own, err := r.f.up.ImagesLabelled(r.ctx, r.f.selector)
 	if err != nil {
-		return fmt.Errorf("list the project's images for the build cache: %w", err)
+		return fmt.Errorf("list the job's images for the build cache: %w", err)
 	}
 	for _, img := range own {
-		sources = append(sources, img.ID)
+		if r.f.builtHere(img.ID) {
+			sources = append(sources, img.ID)
+		}
 	}
 	r.rewrite = r.f.recordStepImages
 	if len(sources) == 0 {
@@ -129,7 +131,31 @@ func (s *stepRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
-var stepArrow = regexp.MustCompile(`^ ---> ([0-9a-f]{12,64})$`)
+var (
+	stepArrow = regexp.MustCompile(`^ ---> ([0-9a-f]{12,64})$`)
+	builtID   = regexp.MustCompile(`^Successfully built ([0-9a-f]{12,64})$`)
+)
+
+// noteBuilt notes an image id (or its short form) that a build of this
+// job reported it made.
+func (f *Filter) noteBuilt(id string) {
+	f.builtMu.Lock()
+	defer f.builtMu.Unlock()
+	f.built = append(f.built, id)
+}
+
+// builtHere reports whether a build of this job reported it made image id.
+func (f *Filter) builtHere(id string) bool {
+	id = strings.TrimPrefix(id, "sha256:")
+	f.builtMu.Lock()
+	defer f.builtMu.Unlock()
+	for _, b := range f.built {
+		if strings.HasPrefix(id, b) {
+			return true
+		}
+	}
+	return false
+}
 
 // progress handles one JSON progress message ({"stream": "..."}).
 func (s *stepRecorder) progress(line []byte) {
@@ -146,6 +172,12 @@ func (s *stepRecorder) progress(line []byte) {
 		case strings.HasPrefix(text, " ---> "):
 			if m := stepArrow.FindStringSubmatch(text); m != nil && !s.skip {
 				_ = s.f.recordLine(s.f.stepsFile, m[1])
+			}
+		case strings.HasPrefix(text, "Successfully built "):
+			// A RUN step's output could print this too: builtHere is only
+			// asked of images that also carry the job's labels.
+			if m := builtID.FindStringSubmatch(text); m != nil {
+				s.f.noteBuilt(m[1])
 			}
 		case strings.HasPrefix(text, "Step "):
 			_, instr, _ := strings.Cut(text, " : ")

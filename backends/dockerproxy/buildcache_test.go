@@ -6,31 +6,27 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/berthci/berth/backends"
 )
 
 // A build removes its intermediate containers, also on failure, and takes
-// cached steps only from its project's images and the cachefrom images it
-// may use; on Podman it runs without the cache.
-func TestBuildCacheIsBoundedToTheProject(t *testing.T) {
-	otherProject := map[string]string{}
-	for k, v := range jobLabels {
-		otherProject[k] = v
-	}
-	otherProject[backends.LabelProjectID] = "5"
+// cached steps only from the images this job's builds made and the
+// cachefrom images it may use; on Podman it runs without the cache. An
+// image labelled as the project's, or even as the job's, that no build of
+// the job reported is not a cache source: labels can be forged.
+func TestBuildCacheIsBoundedToTheJobsBuilds(t *testing.T) {
 	tests := map[string]struct {
-		labels            map[string]string
+		built             []string // what the job's builds reported
 		podman            bool
 		query             string
 		wantCache, wantNo string // cachefrom, nocache
 		wantMsg           string
 	}{
-		"the project's own images":        {query: "rm=0", wantCache: `["sha256:own"]`},
-		"and a shared cachefrom image":    {query: `cachefrom=["busybox"]`, wantCache: `["busybox","sha256:own"]`},
-		"another project's image refused": {query: `cachefrom=["foreignbuilt:1"]`, wantMsg: "another project's job"},
-		"a project with no images":        {labels: otherProject, wantNo: "1"},
-		"podman: no cache":                {podman: true, query: `cachefrom=["busybox"]`, wantNo: "1"},
+		"the job's own build":                      {built: []string{"10b0b0b0b0b0"}, query: "rm=0", wantCache: `["sha256:10b0b0b0b0b0aaaa"]`},
+		"and a shared cachefrom image":             {built: []string{"10b0b0b0b0b0"}, query: `cachefrom=["busybox"]`, wantCache: `["busybox","sha256:10b0b0b0b0b0aaaa"]`},
+		"another project's image refused":          {query: `cachefrom=["foreignbuilt:1"]`, wantMsg: "another project's job"},
+		"the job's labels, not built by the job":   {wantNo: "1"},
+		"reported built, without the job's labels": {built: []string{"own"}, wantNo: "1"},
+		"podman: no cache":                         {podman: true, query: `cachefrom=["busybox"]`, wantNo: "1"},
 	}
 	// And on Podman no RUN step, which runs in the host's network there.
 	t.Run("podman: RUN refused", func(t *testing.T) {
@@ -47,13 +43,12 @@ func TestBuildCacheIsBoundedToTheProject(t *testing.T) {
 	})
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			labels := tc.labels
-			if labels == nil {
-				labels = jobLabels
-			}
-			f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: labels, SpoolDir: t.TempDir(), Podman: tc.podman}, fakeUpstream{})
+			f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir(), Podman: tc.podman}, fakeUpstream{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			for _, id := range tc.built {
+				f.noteBuilt(id)
 			}
 			target := "/v1.41/build"
 			if tc.query != "" {

@@ -684,6 +684,9 @@ func (c *dockerfileCheck) checkImage(ref, what string) error {
 	if c.f.objectKind(obj) == imageForeign {
 		return refuse("%s: image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; build from your own or a pulled image", what, ref)
 	}
+	if c.f.othersName(ref, obj.ID) {
+		return refuse("%s: image name %q was given by another job running on this runner, to an image of its own; pull it first (docker pull %s) for the registry's", what, ref, ref)
+	}
 	return nil
 }
 

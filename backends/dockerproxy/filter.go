@@ -186,6 +186,10 @@ type Config struct {
 	// HostNames are the engine host's own names, local as localhost is
 	// (see registries.go).
 	HostNames []string
+	// PeersDir is the runner's directory of job directories, read-only,
+	// where other jobs' guards keep their records of the image names
+	// their jobs gave (see names.go; empty: none read).
+	PeersDir string
 }
 
 // Filter decides on requests. It is safe for concurrent use.
@@ -230,6 +234,9 @@ type Filter struct {
 	rootlessPorts   bool
 	podman          bool
 	hostNames       []string
+	// peersDir, selfDir: where other jobs' records of given names are,
+	// and this job's directory among them (see names.go).
+	peersDir, selfDir string
 
 	// gatewayIP is the job network's gateway, once looked up.
 	gatewayMu sync.Mutex
@@ -239,6 +246,11 @@ type Filter struct {
 	// answered, so that two starts never freeze and thaw the job's
 	// containers across each other.
 	startMu sync.Mutex
+
+	// built are the images this job's builds reported they made (see
+	// buildcache.go).
+	builtMu sync.Mutex
+	built   []string
 
 	// givenNames are the image names this job gave that were new then,
 	// which it may move and remove (see images.go).
@@ -270,7 +282,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, leftFile: cfg.LeftFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames)}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, leftFile: cfg.LeftFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames), peersDir: cfg.PeersDir, selfDir: filepath.Base(filepath.Clean(cfg.BuildsDir)) + ".docker-proxy"}, nil
 }
 
 func lowerAll(list []string) []string {

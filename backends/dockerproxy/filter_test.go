@@ -100,6 +100,7 @@ var fakeImages = map[string]Object{
 	"busybox:latest":                    {ID: "sha256:shared", Ports: []string{"80/tcp"}},
 	"127.0.0.1:5000/a/b:1":              {ID: "sha256:shared2"},
 	"berth-test/helper:latest":          {ID: "sha256:helper"},
+	"jobbuilt:1":                        {ID: "sha256:10b0b0b0b0b0aaaa", Labels: jobLabels},
 	"ownbuilt:1":                        {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
 	"sha256:step":                       {ID: "sha256:step", Untagged: true},
 	"onbuild:1":                         {ID: "sha256:onbuild", OnBuild: []string{"RUN curl http://127.0.0.1/"}},

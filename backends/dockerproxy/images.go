@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/distribution/reference"
 
@@ -84,17 +86,30 @@ func (r *request) lookupImage(ref string) (imageKind, error) {
 }
 
 // imageSource checks an image the job uses (runs, tags, inspects, saves,
-// pushes): any but another project's.
+// pushes): any but another project's, and not by a name another job gave
+// while it runs.
 func (r *request) imageSource(ref string) error {
 	if ref == "" {
 		return nil
 	}
-	kind, err := r.lookupImage(ref)
-	if err != nil {
-		return err
+	obj, err := r.f.up.Image(r.ctx, ref)
+	if errors.Is(err, ErrNotFound) {
+		return nil
 	}
-	if kind == imageForeign {
+	if err != nil {
+		return fmt.Errorf("look up image %q: %w", ref, err)
+	}
+	return r.usableImage(ref, obj)
+}
+
+// usableImage checks image obj, which the job names ref: not another
+// project's, and not by a name another job gave while it runs.
+func (r *request) usableImage(ref string, obj Object) error {
+	if r.f.objectKind(obj) == imageForeign {
 		return refuse("image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; pull or build your own", ref)
+	}
+	if r.f.othersName(ref, obj.ID) {
+		return notAnothersName(ref)
 	}
 	return nil
 }
@@ -113,8 +128,8 @@ func (r *request) containerImage(ref string) error {
 	if err != nil {
 		return fmt.Errorf("look up image %q: %w", ref, err)
 	}
-	if r.f.objectKind(obj) == imageForeign {
-		return refuse("image %q was built by another project's job, or is another job's unnamed build step, and may hold its secrets; pull or build your own", ref)
+	if err := r.usableImage(ref, obj); err != nil {
+		return err
 	}
 	var stray []string
 	for k := range obj.Labels {
@@ -185,18 +200,30 @@ func (r *request) imageTarget(name string) error {
 	switch {
 	case kind == imageMissing:
 		r.f.gaveName(name)
-		return r.f.recordName(name)
 	case kind == imageOwn:
-		return nil
 	case r.f.gave(name):
 		// Moving a name it gave: the image the name leaves may keep no
 		// name at all (one the job loaded), so cleanup removes it then.
 		if obj, err := r.f.up.Image(r.ctx, name); err == nil {
-			return r.f.recordLine(r.f.leftFile, obj.ID)
+			if err := r.f.recordLine(r.f.leftFile, obj.ID); err != nil {
+				return err
+			}
 		}
-		return nil
+	default:
+		return refuse("image name %q is taken by an image this project's jobs did not build; a job may give new names and move only names of images its project built: choose another name", name)
 	}
-	return refuse("image name %q is taken by an image this project's jobs did not build; a job may give new names and move only names of images its project built: choose another name", name)
+	// Recorded before the engine sees the request, so that other jobs'
+	// guards hide the name from then on, and settled on the image it
+	// points at once the engine has answered (see names.go).
+	if err := r.f.recordName(name); err != nil {
+		return err
+	}
+	r.hold(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r.f.settleNames(ctx, []string{name})
+	})
+	return nil
 }
 
 // images routes /images requests.

@@ -106,7 +106,7 @@ func Command(job *backends.Job, ceilings Ceilings, settings Settings) []string {
 	sort.Strings(keys)
 	// Both engines' backends name the job's network after the job.
 	cmd := []string{"docker-proxy", "--listen", ListenDir + "/docker.sock", "--upstream", "unix://" + UpstreamPath,
-		"--builds-dir", job.BuildsDir, "--network", job.Name()}
+		"--builds-dir", job.BuildsDir, "--network", job.Name(), "--peers-dir", PeersDir}
 	for _, k := range keys {
 		cmd = append(cmd, "--label", k+"="+labels[k])
 	}
@@ -129,13 +129,16 @@ type Bind struct {
 }
 
 // Binds are the proxy container's mounts: berth's binary self, the
-// engine's socket, the job's socket directory and its builds dir.
+// engine's socket, the job's socket directory, its builds dir, and the
+// runner's directory of jobs (read-only), where it reads what names other
+// jobs' guards let them give.
 func Binds(job *backends.Job, self, engineSocket string) []Bind {
 	return []Bind{
 		{Source: self, Target: BinaryPath, ReadOnly: true},
 		{Source: engineSocket, Target: UpstreamPath},
 		{Source: JobDir(job), Target: ListenDir},
 		{Source: job.BuildsDir, Target: job.BuildsDir, ReadOnly: true},
+		{Source: filepath.Dir(job.BuildsDir), Target: PeersDir, ReadOnly: true},
 	}
 }
 

@@ -2,6 +2,7 @@ package dockerproxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -37,12 +38,30 @@ const (
 // engine.
 func givenNamesFile(engine string) string { return "given-names." + engine }
 
-// recordName appends name to the filter's record of given names.
+// recordName appends name to the filter's record of given names, with no
+// image yet: until settleNames finds what the engine made of it, the name
+// is the job's whatever it points at.
 func (f *Filter) recordName(name string) error {
-	if strings.ContainsAny(name, "\n\r") {
+	if strings.ContainsAny(name, "\n\r\t") {
 		return refuse("image name %q is not valid", name)
 	}
 	return f.recordLine(f.namesFile, name)
+}
+
+// settleNames records, once the engine has answered, the image each name
+// the job gave points at ("-": none, the request failed), so that another
+// job's guard tells the job's image under that name from one a later pull
+// put there.
+func (f *Filter) settleNames(ctx context.Context, names []string) {
+	for _, name := range names {
+		id := "-"
+		if obj, err := f.up.Image(ctx, name); err == nil {
+			id = obj.ID
+		} else if !errors.Is(err, ErrNotFound) {
+			continue // unknown: the name stays the job's whatever it points at
+		}
+		_ = f.recordLine(f.namesFile, name+"\t"+id)
+	}
 }
 
 // recordLine appends a line to a record file ("" records nothing).
@@ -78,10 +97,41 @@ func LeftImages(job *backends.Job, engine string) ([]string, error) {
 	return readRecord(filepath.Join(JobDir(job), leftImagesFile(engine)))
 }
 
+// GivenName is a name the job gave, with the image the guard last found
+// it pointing at once the engine had answered.
+type GivenName struct {
+	Name string
+	// ID is that image ("-": none, the request failed; "": not known,
+	// the guard stopped before the answer).
+	ID string
+}
+
+// PointsAt reports whether the name, which the engine resolves to image
+// id now, still points at what the job gave it: not when a later pull
+// (of this or another job) replaced it, which cleanup leaves as it
+// leaves any pulled image.
+func (g GivenName) PointsAt(id string) bool {
+	return g.ID == "" || (g.ID != "-" && strings.TrimPrefix(g.ID, "sha256:") == strings.TrimPrefix(id, "sha256:"))
+}
+
 // GivenNames returns the image names the guard on engine let the job
-// give, for its cleanup: none when the job had no guard there.
-func GivenNames(job *backends.Job, engine string) ([]string, error) {
-	return readRecord(filepath.Join(JobDir(job), givenNamesFile(engine)))
+// give, each with what it last pointed at, for its cleanup: none when the
+// job had no guard there.
+func GivenNames(job *backends.Job, engine string) ([]GivenName, error) {
+	lines, err := readLines(filepath.Join(JobDir(job), givenNamesFile(engine)))
+	var names []GivenName
+	at := map[string]int{}
+	for _, line := range lines {
+		name, id, _ := strings.Cut(line, "\t")
+		i, seen := at[name]
+		if !seen {
+			i = len(names)
+			at[name] = i
+			names = append(names, GivenName{Name: name})
+		}
+		names[i].ID = id
+	}
+	return names, err
 }
 
 // StepImages returns the ids of the step images the job's builds made on
@@ -92,6 +142,20 @@ func StepImages(job *backends.Job) ([]string, error) {
 
 // readRecord returns a record's lines, once each, in order.
 func readRecord(path string) ([]string, error) {
+	lines, err := readLines(path)
+	seen := map[string]bool{}
+	var once []string
+	for _, line := range lines {
+		if !seen[line] {
+			seen[line] = true
+			once = append(once, line)
+		}
+	}
+	return once, err
+}
+
+// readLines returns a record's lines, all of them, in order.
+func readLines(path string) ([]string, error) {
 	file, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -100,45 +164,84 @@ func readRecord(path string) ([]string, error) {
 		return nil, fmt.Errorf("read the guard's record %s: %w", filepath.Base(path), err)
 	}
 	defer file.Close()
-	seen := map[string]bool{}
-	var names []string
+	var lines []string
 	sc := bufio.NewScanner(file)
 	for sc.Scan() {
-		if name := sc.Text(); name != "" && !seen[name] {
-			seen[name] = true
-			names = append(names, name)
+		if line := sc.Text(); line != "" {
+			lines = append(lines, line)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read the guard's record %s: %w", filepath.Base(path), err)
 	}
-	return names, nil
+	return lines, nil
 }
+
+// PeersDir is where the guard container sees the runner's directory of
+// job directories (read-only), to read other jobs' records of given names.
+const PeersDir = "/run/berth-peers"
 
 // GivenByAnotherJob reports which other job of the runner (one whose
 // guard's record is still there, so not yet cleaned up) gave the image
-// name through its guard on engine, if any. Prepare asks before it uses a
-// local image by name: such a name points at what that job put there, not
-// at what a pull would give.
-func GivenByAnotherJob(job *backends.Job, engine, name string) (string, bool) {
+// name through its guard on engine, if the name points at what that job
+// put there: the image id the engine resolves name to now (either form,
+// with or without "sha256:"), or any while that job's request is under
+// way. Prepare asks before it uses a local image by name, and each guard
+// before the job uses one: such a name points at what that job put there,
+// not at what a pull would give.
+func GivenByAnotherJob(job *backends.Job, engine, name, id string) (string, bool) {
+	return givenByOther(filepath.Dir(job.BuildsDir), filepath.Base(JobDir(job)), engine, name, id)
+}
+
+// givenByOther is GivenByAnotherJob over the runner's directory peers,
+// leaving out the job directory self.
+func givenByOther(peers, self, engine, name, id string) (string, bool) {
 	want := canonicalName(name)
-	records, _ := filepath.Glob(filepath.Join(filepath.Dir(job.BuildsDir), "*.docker-proxy", givenNamesFile(engine)))
+	records, _ := filepath.Glob(filepath.Join(peers, "*.docker-proxy", givenNamesFile(engine)))
 	for _, record := range records {
-		dir := filepath.Dir(record)
-		if dir == JobDir(job) {
+		dir := filepath.Base(filepath.Dir(record))
+		if dir == self {
 			continue
 		}
-		names, err := readRecord(record)
+		lines, err := readLines(record)
 		if err != nil {
 			continue
 		}
-		for _, n := range names {
+		// The last line of a name says what it points at now.
+		var last *GivenName
+		for _, line := range lines {
+			n, at, _ := strings.Cut(line, "\t")
 			if n == name || canonicalName(n) == want {
-				return strings.TrimSuffix(filepath.Base(dir), ".docker-proxy"), true
+				last = &GivenName{Name: n, ID: at}
 			}
+		}
+		if last != nil && last.PointsAt(id) {
+			return strings.TrimSuffix(dir, ".docker-proxy"), true
 		}
 	}
 	return "", false
+}
+
+// othersName reports whether ref, which the engine resolves to image id
+// now, is a name another job of the runner gave through its guard while
+// that job runs: this job does not see it, as if the name were not there.
+func (f *Filter) othersName(ref, id string) bool {
+	if f.peersDir == "" {
+		return false
+	}
+	engine := EngineDocker
+	if f.podman {
+		engine = EnginePodman
+	}
+	_, given := givenByOther(f.peersDir, f.selfDir, engine, ref, id)
+	return given
+}
+
+// notAnothersName answers for ref as the engine would for a name it does
+// not have: another job gave it, and the job's docker CLI pulls the image
+// then, which gives the name the registry's content.
+func notAnothersName(ref string) error {
+	return notFound("No such image: %s (another job running on this runner gave this name to an image of its own, which this job does not see; pull %s for the registry's)", ref, ref)
 }
 
 // canonicalName is a reference in full (docker.io/library/x:latest for x),

@@ -124,15 +124,21 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 	if err != nil {
 		return err
 	}
-	for _, name := range given {
-		named, err := reference.ParseNormalizedNamed(name)
+	// A form a pull has replaced since stays, as pulled names do.
+	for _, g := range given {
+		named, err := reference.ParseNormalizedNamed(g.Name)
 		if err != nil {
 			continue
 		}
 		tagged := reference.TagNameOnly(named)
-		refs = append(refs, tagged.String())
-		if reference.Domain(named) == "docker.io" && !strings.HasPrefix(name, "docker.io/") && !strings.HasPrefix(name, "index.docker.io/") {
-			refs = append(refs, "localhost/"+reference.FamiliarString(tagged))
+		forms := []string{tagged.String()}
+		if reference.Domain(named) == "docker.io" && !strings.HasPrefix(g.Name, "docker.io/") && !strings.HasPrefix(g.Name, "index.docker.io/") {
+			forms = append(forms, "localhost/"+reference.FamiliarString(tagged))
+		}
+		for _, ref := range forms {
+			if data, err := images.GetImage(ctx, ref, nil); err == nil && g.PointsAt(data.ID) {
+				refs = append(refs, ref)
+			}
 		}
 	}
 	// The images its given names left when it moved them: those with no

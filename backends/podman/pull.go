@@ -38,7 +38,12 @@ func (b *Backend) ensureImage(ctx context.Context, job *backends.Job, name strin
 		}
 		if policy == config.PullNever || policy == config.PullIfNotPresent {
 			inspect, err := images.GetImage(ctx, name, nil)
-			if other, given := dockerproxy.GivenByAnotherJob(job, dockerproxy.EnginePodman, name); err == nil && given {
+			var other string
+			given := false
+			if err == nil {
+				other, given = dockerproxy.GivenByAnotherJob(job, dockerproxy.EnginePodman, name, inspect.ID)
+			}
+			if given {
 				// What that job tagged or loaded there, not a pull's.
 				lastErr = fmt.Errorf("image %q in the podman user's store is a name job %s gave through its guarded socket, so it is not used; pull it (pull_policy \"always\" or \"if-not-present\")", name, other)
 				if policy == config.PullNever {

@@ -132,15 +132,20 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 		}
 	}
 	// The names it gave by tag and load, which may carry no labels:
-	// untagged without force, so an image a container uses stays.
+	// untagged without force, so an image a container uses stays. A name
+	// a pull has replaced since stays, as pulled names do.
 	names, err := dockerproxy.GivenNames(job, dockerproxy.EngineDocker)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, name := range names {
-		_, err := b.cli.ImageRemove(ctx, name, image.RemoveOptions{PruneChildren: true})
+	for _, given := range names {
+		info, err := b.cli.ImageInspect(ctx, given.Name)
+		if err != nil || !given.PointsAt(info.ID) {
+			continue
+		}
+		_, err = b.cli.ImageRemove(ctx, given.Name, image.RemoveOptions{PruneChildren: true})
 		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
-			errs = append(errs, fmt.Errorf("remove the image name %s the job gave: %w", name, err))
+			errs = append(errs, fmt.Errorf("remove the image name %s the job gave: %w", given.Name, err))
 		}
 	}
 	// The images its given names left when it moved them: those with

@@ -197,7 +197,7 @@ func dnsForwardCommand(ctx context.Context) *cobra.Command {
 // dockerProxyCommand is the guarding Docker socket proxy that berth runs in a
 // socket job's proxy container; admins never call it.
 func dockerProxyCommand(ctx context.Context) *cobra.Command {
-	var listen, upstream, buildsDir, network string
+	var listen, upstream, buildsDir, network, peersDir string
 	var labels, ulimits, localRegistries []string
 	var ceilings dockerproxy.Ceilings
 	var publicPorts bool
@@ -208,7 +208,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			cfg := dockerproxy.Config{BuildsDir: buildsDir, Network: network, Labels: map[string]string{}}
+			cfg := dockerproxy.Config{BuildsDir: buildsDir, Network: network, PeersDir: peersDir, Labels: map[string]string{}}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
@@ -245,6 +245,7 @@ func dockerProxyCommand(ctx context.Context) *cobra.Command {
 	cmd.Flags().StringArrayVar(&localRegistries, "local-registry", nil, "a registry at a loopback or link-local address the job may use (repeatable)")
 	cmd.Flags().BoolVar(&publicPorts, "public-ports", false, "leave published ports on every host interface, as the job gives them")
 	cmd.Flags().StringArrayVar(&localNames, "local-name", nil, "a name the engine's host resolves to a local address (repeatable)")
+	cmd.Flags().StringVar(&peersDir, "peers-dir", "", "the runner's directory of job directories, where other jobs' guards record the image names their jobs gave")
 	return cmd
 }
 
