@@ -286,7 +286,7 @@ func TestAGivenNameIsNotAnotherJobsImage(t *testing.T) {
 		if res.Failure == "" || strings.Contains(res.Log, "\nRAN-THE-PLANTED-IMAGE") {
 			t.Fatalf("job B ran job A's planted image:\n%s", res.Log)
 		}
-		want := fmt.Sprintf("is a name job %d gave through its guarded socket", a.ID)
+		want := fmt.Sprintf("is a name job %s/%d gave through its guarded socket", e.runner, a.ID)
 		if !strings.Contains(res.Log, want) {
 			t.Errorf("job B's log lacks %q:\n%s", want, res.Log)
 		}

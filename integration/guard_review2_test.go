@@ -38,7 +38,7 @@ func TestGuardSecondAttackReview(t *testing.T) {
 		requireSuccess(t, res)
 		out, _ := res.Stage("build_script")
 		wants := []string{
-			"RESULT comma-consistency 403", "RESULT comma-target 403", "may not hold a comma or an equals sign",
+			"RESULT comma-consistency 403", "RESULT comma-target 403", "may not hold a comma, an equals sign or a colon",
 			"RESULT volumes-bind 403", "give an absolute path in the container, with no colon",
 			"RESULT log-path 403", `log option \"path\" is not allowed`,
 			"RESULT run-mount refused", "RESULT search 403", "is at a loopback or link-local address",

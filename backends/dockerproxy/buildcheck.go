@@ -114,6 +114,12 @@ func (r *request) dockerfileParam() (name, fallback string, err error) {
 	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", "", refuse("build parameter dockerfile=%q lies outside the build context; put the Dockerfile in it", v)
 	}
+	// Buildah runs a Containerfile whose name ends in .in through the C
+	// preprocessor, whose #include (a comment to the guard) would add
+	// instructions the guard never read, or a host file's content.
+	if r.f.podman && strings.HasSuffix(strings.ToLower(clean), ".in") {
+		return "", "", refuse("build parameter dockerfile=%q: this Podman runs a Dockerfile named *.in through the C preprocessor, whose #include the guard cannot follow; rename it", v)
+	}
 	return clean, "", nil
 }
 

@@ -74,6 +74,10 @@ type Object struct {
 	Untagged bool
 	// OnBuild are an image's ONBUILD triggers.
 	OnBuild []string
+	// Running: a container that is running (or paused, or restarting).
+	Running bool
+	// Volumes are where a container mounts volumes, named or anonymous.
+	Volumes []string
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and
@@ -186,9 +190,10 @@ type Config struct {
 	// HostNames are the engine host's own names, local as localhost is
 	// (see registries.go).
 	HostNames []string
-	// PeersDir is the runner's directory of job directories, read-only,
-	// where other jobs' guards keep their records of the image names
-	// their jobs gave (see names.go; empty: none read).
+	// PeersDir is the builds directory of every runner that shares it
+	// (<builds_dir>), read-only, where other jobs' guards keep their
+	// records of the image names their jobs gave (see names.go; empty:
+	// none read).
 	PeersDir string
 }
 
@@ -282,7 +287,7 @@ func NewFilter(cfg Config, up Upstream) (*Filter, error) {
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, leftFile: cfg.LeftFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames), peersDir: cfg.PeersDir, selfDir: filepath.Base(filepath.Clean(cfg.BuildsDir)) + ".docker-proxy"}, nil
+	return &Filter{up: up, buildsDir: dir, labels: labels, selector: selector, network: cfg.Network, noFreeze: cfg.NoFreeze || cfg.VerifyMounts, verifyMounts: cfg.VerifyMounts, mounted: procMounted, spoolDir: cfg.SpoolDir, namesFile: cfg.NamesFile, stepsFile: cfg.StepsFile, leftFile: cfg.LeftFile, ceilings: cfg.Ceilings, localRegistries: cfg.LocalRegistries, publicPorts: cfg.PublicPorts, rootlessPorts: cfg.RootlessPorts, podman: cfg.Podman, hostNames: lowerAll(cfg.HostNames), peersDir: cfg.PeersDir, selfDir: peerName(filepath.Clean(cfg.BuildsDir))}, nil
 }
 
 func lowerAll(list []string) []string {
@@ -357,11 +362,78 @@ func (r *request) check() error {
 		}
 	}
 	r.prefix, r.query = prefix, query
-	if err := r.route(strings.Split(p[1:], "/")); err != nil {
+	segs := strings.Split(p[1:], "/")
+	if err := r.allowQuery(queryKeys(r.Method, segs)...); err != nil {
+		return err
+	}
+	if err := r.route(segs); err != nil {
 		return err
 	}
 	r.URL.RawQuery = r.query.Encode()
 	return nil
+}
+
+// apiQueryKeys are the query parameters the Docker API defines for each
+// endpoint the guard may let through, by method, resource and action (the
+// last path segment; "*" for a resource's object itself). Every request's
+// keys must be among its endpoint's, exactly: Podman reads keys without
+// regard to case and has keys of its own (a push's destination), which
+// would reach it unchecked.
+var apiQueryKeys = map[string][]string{
+	"GET _ping": nil, "HEAD _ping": nil, "GET version": nil, "GET info": nil, "POST auth": nil,
+	"GET containers/json":     {"all", "limit", "size", "filters", "before", "since"},
+	"POST containers/create":  {"name", "platform"},
+	"GET containers/top":      {"ps_args"},
+	"GET containers/logs":     {"follow", "stdout", "stderr", "since", "until", "timestamps", "tail", "details"},
+	"GET containers/export":   nil,
+	"GET containers/stats":    {"stream", "one-shot"},
+	"POST containers/resize":  {"h", "w"},
+	"POST containers/start":   {"detachKeys"},
+	"POST containers/stop":    {"t", "signal"},
+	"POST containers/restart": {"t", "signal"},
+	"POST containers/kill":    {"signal"},
+	"POST containers/update":  nil,
+	"POST containers/rename":  {"name"},
+	"POST containers/pause":   nil, "POST containers/unpause": nil,
+	"POST containers/attach": {"detachKeys", "logs", "stream", "stdin", "stdout", "stderr"},
+	"GET containers/ws":      {"detachKeys", "logs", "stream", "stdin", "stdout", "stderr"},
+	"POST containers/wait":   {"condition"},
+	"DELETE containers":      {"v", "force", "link"},
+	"GET containers/archive": {"path"}, "HEAD containers/archive": {"path"},
+	"PUT containers/archive": {"path", "noOverwriteDirNonDir", "copyUIDGID"},
+	"POST containers/exec":   nil,
+	"POST exec/start":        nil, "POST exec/resize": {"h", "w"}, "GET exec/json": nil,
+	"GET images/json":       {"all", "filters", "shared-size", "digests"},
+	"GET images/history":    nil,
+	"POST images/create":    {"fromImage", "fromSrc", "repo", "tag", "message", "changes", "platform"},
+	"POST images/push":      {"tag"},
+	"POST images/tag":       {"repo", "tag"},
+	"DELETE images":         {"force", "noprune"},
+	"GET images/search":     {"term", "limit", "filters"},
+	"GET images/get":        {"names"},
+	"POST images/load":      {"quiet"},
+	"POST build":            buildQuery,
+	"GET networks":          {"filters"},
+	"GET networks/*":        {"verbose", "scope"},
+	"POST networks/create":  nil,
+	"DELETE networks":       nil,
+	"POST networks/connect": nil, "POST networks/disconnect": nil,
+	"GET volumes":         {"filters"},
+	"POST volumes/create": nil,
+	"GET volumes/*":       nil,
+	"DELETE volumes":      {"force"},
+}
+
+// queryKeys returns the query parameters the Docker API defines for the
+// endpoint of a request (none for one it does not know).
+func queryKeys(method string, segs []string) []string {
+	if method == http.MethodDelete || len(segs) == 1 {
+		return apiQueryKeys[method+" "+segs[0]]
+	}
+	if keys, ok := apiQueryKeys[method+" "+segs[0]+"/"+segs[len(segs)-1]]; ok {
+		return keys
+	}
+	return apiQueryKeys[method+" "+segs[0]+"/*"]
 }
 
 // request is one request being checked.
@@ -833,7 +905,7 @@ func (r *request) containers(segs []string) error {
 	action := strings.Join(segs[2:], "/")
 	type rule struct{ methods, body string }
 	rules := map[string]rule{
-		"json": {"GET", ""}, "top": {"GET", ""}, "logs": {"GET", ""}, "changes": {"GET", ""},
+		"json": {"GET", ""}, "top": {"GET", ""}, "logs": {"GET", ""},
 		"export": {"GET", ""}, "stats": {"GET", ""}, "attach/ws": {"GET", ""},
 		"start": {"POST", ""}, "stop": {"POST", ""}, "restart": {"POST", ""}, "kill": {"POST", ""},
 		"pause": {"POST", ""}, "unpause": {"POST", ""}, "wait": {"POST", ""}, "resize": {"POST", ""},
@@ -935,6 +1007,24 @@ func (r *request) containers(segs []string) error {
 				sources[i] = b.Source
 			}
 			return refuse("docker cp is not available for a container with bind mounts (%s): the engine would mount them again for the copy; copy through the builds directory, which the container binds, instead", strings.Join(sources, ", "))
+		}
+		// The engine mounts the volumes too, at their destinations as it
+		// resolves them in the container when the copy comes: a process
+		// of the container could swap a directory on the way for a
+		// symlink meanwhile, and a volume beneath another one is reached
+		// through what other containers of the job can change. So a copy
+		// with volumes is for a container that does not run, with no
+		// volume beneath another, and no start of any container of the
+		// job until the copy is done.
+		if len(obj.Volumes) > 0 {
+			if obj.Running {
+				return refuse("docker cp is not available for a running container with volumes (%s): the engine would mount them again for the copy while the container runs; copy before it starts or after it stopped", strings.Join(obj.Volumes, ", "))
+			}
+			if a, b, nested := nestedPaths(obj.Volumes); nested {
+				return refuse("docker cp is not available for a container with a volume at %s beneath another at %s", b, a)
+			}
+			r.f.startMu.Lock()
+			r.hold(r.f.startMu.Unlock)
 		}
 		if m == http.MethodPut {
 			// The docker CLI sends its archive as text/plain, the Docker
@@ -1388,6 +1478,9 @@ func (r *request) createContainer() error {
 	if err := r.checkHostConfig(req.HostConfig); err != nil {
 		return err
 	}
+	if err := r.holdCreate(req.Config, req.HostConfig); err != nil {
+		return err
+	}
 	if err := r.publishPorts(req.Config, req.HostConfig); err != nil {
 		return err
 	}
@@ -1543,6 +1636,11 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	if err := r.checkLinks(h.Links); err != nil {
 		return err
 	}
+	for p, opts := range h.Tmpfs {
+		if err := checkTmpfsOptions(p, opts); err != nil {
+			return err
+		}
+	}
 	var binds []string
 	for _, bind := range h.Binds {
 		if !strings.Contains(bind, ":") {
@@ -1562,6 +1660,62 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 		if err := r.checkMount(&h.Mounts[i]); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// holdCreate guards what the engine does by path in the host's view when
+// it creates and starts the container. At create, Docker copies the
+// image's content into an empty named volume, following a symlink that
+// another container of the job, which mounts the volume, puts there
+// meanwhile: so a create with a named volume runs with the job's other
+// containers paused, as a start does. At start, the runtime makes every
+// mount beneath a bind's target through the bound directory, which the
+// job can change meanwhile: where the job cannot be paused (Podman here)
+// such a mount is refused.
+func (r *request) holdCreate(cfg *container.Config, h *container.HostConfig) error {
+	var bindTargets, targets []string
+	named := false
+	for _, b := range h.Binds {
+		parts := strings.Split(b, ":")
+		if len(parts) >= 2 {
+			if strings.HasPrefix(parts[0], "/") {
+				bindTargets = append(bindTargets, path.Clean(parts[1]))
+			} else {
+				named = true
+			}
+			targets = append(targets, path.Clean(parts[1]))
+		}
+	}
+	for _, m := range h.Mounts {
+		if m.Type == mount.TypeBind {
+			bindTargets = append(bindTargets, path.Clean(m.Target))
+		}
+		if m.Type == mount.TypeVolume && m.Source != "" {
+			named = true
+		}
+		targets = append(targets, path.Clean(m.Target))
+	}
+	for t := range h.Tmpfs {
+		targets = append(targets, path.Clean(t))
+	}
+	for t := range cfg.Volumes {
+		targets = append(targets, path.Clean(t))
+	}
+	if r.f.noFreeze {
+		for _, b := range bindTargets {
+			for _, t := range targets {
+				if beneath(t, b) {
+					return refuse("a mount at %s beneath the bind at %s is not allowed on this engine: the runtime would make it through the bound directory, which the job can change meanwhile; mount it outside %s", t, b, b)
+				}
+			}
+		}
+		return nil
+	}
+	if named {
+		r.f.startMu.Lock()
+		r.hold(r.f.startMu.Unlock)
+		return r.freezeJob("")
 	}
 	return nil
 }
@@ -1633,19 +1787,42 @@ func (r *request) checkBind(bind string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := mountField("bind source "+source+" (resolved)", resolved); err != nil {
+		return "", err
+	}
 	parts[0] = resolved
 	return strings.Join(parts, ":"), nil
 }
 
-// mountField refuses a comma or an equals sign in a mount's field: Podman
-// writes a mount out as "key=value,..." options and reads it back, so a
-// field holding them would add options of the job's choosing (another
-// source, another volume).
+// mountField refuses a comma, an equals sign or a colon in a mount's
+// field: Podman writes a mount out as "key=value,..." options and reads it
+// back, so a field holding them would add options of the job's choosing
+// (another source, another volume), and reports binds as
+// "source:target:options", which a colon in either would misplace for the
+// checks at start.
 func mountField(what, value string) error {
-	if strings.ContainsAny(value, ",=") {
-		return refuse("%s: %q may not hold a comma or an equals sign", what, value)
+	if strings.ContainsAny(value, ",=:") {
+		return refuse("%s: %q may not hold a comma, an equals sign or a colon", what, value)
 	}
 	return nil
+}
+
+// beneath reports whether clean path p lies strictly beneath dir.
+func beneath(p, dir string) bool {
+	return p != dir && strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// nestedPaths reports two container paths of which the second lies
+// beneath the first, if any.
+func nestedPaths(paths []string) (string, string, bool) {
+	for _, a := range paths {
+		for _, b := range paths {
+			if beneath(path.Clean(b), path.Clean(a)) {
+				return a, b, true
+			}
+		}
+	}
+	return "", "", false
 }
 
 func (r *request) checkMount(m *mount.Mount) error {
@@ -1666,6 +1843,9 @@ func (r *request) checkMount(m *mount.Mount) error {
 	case mount.TypeBind:
 		resolved, err := r.f.hostPath(m.Source)
 		if err != nil {
+			return err
+		}
+		if err := mountField("mount Source "+m.Source+" (resolved)", resolved); err != nil {
 			return err
 		}
 		m.Source = resolved

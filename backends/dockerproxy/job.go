@@ -130,15 +130,15 @@ type Bind struct {
 
 // Binds are the proxy container's mounts: berth's binary self, the
 // engine's socket, the job's socket directory, its builds dir, and the
-// runner's directory of jobs (read-only), where it reads what names other
-// jobs' guards let them give.
+// admin's builds_dir (read-only), where it reads what names other jobs'
+// guards, of any runner that shares it, let them give.
 func Binds(job *backends.Job, self, engineSocket string) []Bind {
 	return []Bind{
 		{Source: self, Target: BinaryPath, ReadOnly: true},
 		{Source: engineSocket, Target: UpstreamPath},
 		{Source: JobDir(job), Target: ListenDir},
 		{Source: job.BuildsDir, Target: job.BuildsDir, ReadOnly: true},
-		{Source: filepath.Dir(job.BuildsDir), Target: PeersDir, ReadOnly: true},
+		{Source: buildsRoot(job.BuildsDir), Target: PeersDir, ReadOnly: true},
 	}
 }
 

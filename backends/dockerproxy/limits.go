@@ -200,9 +200,26 @@ func (c Ceilings) boundHost(h *container.HostConfig) error {
 	return nil
 }
 
+// checkTmpfsOptions allows only tmpfs options that change nothing but the
+// mount itself: an nr_blocks or nr_inodes would size it past the ceiling.
+func checkTmpfsOptions(path, opts string) error {
+	for _, opt := range strings.Split(opts, ",") {
+		key, _, _ := strings.Cut(opt, "=")
+		switch key {
+		case "", "size", "mode", "uid", "gid", "rw", "ro", "exec", "noexec", "nosuid", "nodev":
+		default:
+			return refuse("tmpfs %s: option %q is not allowed (allowed: size, mode, uid, gid, rw, ro, exec, noexec, nosuid, nodev)", path, opt)
+		}
+	}
+	return nil
+}
+
 func boundTmpfsOptions(path, opts string, limit int64) (string, error) {
 	var out []string
 	sized := false
+	if err := checkTmpfsOptions(path, opts); err != nil {
+		return "", err
+	}
 	for _, opt := range strings.Split(opts, ",") {
 		if v, ok := strings.CutPrefix(opt, "size="); ok {
 			n, err := units.RAMInBytes(v)

@@ -177,9 +177,20 @@ func readLines(path string) ([]string, error) {
 	return lines, nil
 }
 
-// PeersDir is where the guard container sees the runner's directory of
-// job directories (read-only), to read other jobs' records of given names.
+// PeersDir is where the guard container sees the builds directory, of
+// every runner that shares it (read-only), to read other jobs' records of
+// given names: <runner>/<job>.docker-proxy/given-names.<engine>.
 const PeersDir = "/run/berth-peers"
+
+// buildsRoot is the admin's builds_dir of a job's builds directory
+// (<builds_dir>/<runner>/<job id>).
+func buildsRoot(buildsDir string) string { return filepath.Dir(filepath.Dir(buildsDir)) }
+
+// peerName is how a job's directory is named among its peers:
+// <runner>/<job id>.docker-proxy.
+func peerName(buildsDir string) string {
+	return filepath.Join(filepath.Base(filepath.Dir(buildsDir)), filepath.Base(buildsDir)+".docker-proxy")
+}
 
 // GivenByAnotherJob reports which other job of the runner (one whose
 // guard's record is still there, so not yet cleaned up) gave the image
@@ -190,17 +201,18 @@ const PeersDir = "/run/berth-peers"
 // before the job uses one: such a name points at what that job put there,
 // not at what a pull would give.
 func GivenByAnotherJob(job *backends.Job, engine, name, id string) (string, bool) {
-	return givenByOther(filepath.Dir(job.BuildsDir), filepath.Base(JobDir(job)), engine, name, id)
+	return givenByOther(buildsRoot(job.BuildsDir), peerName(job.BuildsDir), engine, name, id)
 }
 
-// givenByOther is GivenByAnotherJob over the runner's directory peers,
-// leaving out the job directory self.
+// givenByOther is GivenByAnotherJob over the builds directory peers (of
+// every runner that shares it), leaving out the job directory self
+// (<runner>/<job>.docker-proxy).
 func givenByOther(peers, self, engine, name, id string) (string, bool) {
 	want := canonicalName(name)
-	records, _ := filepath.Glob(filepath.Join(peers, "*.docker-proxy", givenNamesFile(engine)))
+	records, _ := filepath.Glob(filepath.Join(peers, "*", "*.docker-proxy", givenNamesFile(engine)))
 	for _, record := range records {
-		dir := filepath.Base(filepath.Dir(record))
-		if dir == self {
+		dir, err := filepath.Rel(peers, filepath.Dir(record))
+		if err != nil || dir == self {
 			continue
 		}
 		lines, err := readLines(record)

@@ -116,7 +116,8 @@ func TestTheEngineHostsNameIsLocal(t *testing.T) {
 // it), or the other job is cleaned up, it is an image as any other.
 func TestAnotherJobsGivenNameIsNotSeen(t *testing.T) {
 	peers := t.TempDir()
-	other := filepath.Join(peers, "8.docker-proxy")
+	// Job 8 of another runner that shares the builds directory.
+	other := filepath.Join(peers, "r2", "8.docker-proxy")
 	if err := os.MkdirAll(other, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestAnotherJobsGivenNameIsNotSeen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	self := filepath.Join(peers, "7")
+	self := filepath.Join(peers, "r1", "7")
 	if err := os.MkdirAll(filepath.Join(self, "project"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,7 @@ func TestAnotherJobsGivenNameIsNotSeen(t *testing.T) {
 	// The same for prepare, which asks with the id it found.
 	job := &backends.Job{BuildsDir: self}
 	write("busybox", "busybox\tsha256:shared")
-	if other, given := GivenByAnotherJob(job, EngineDocker, "busybox:latest", "shared"); !given || other != "8" {
+	if other, given := GivenByAnotherJob(job, EngineDocker, "busybox:latest", "shared"); !given || other != "r2/8" {
 		t.Errorf("prepare: got %q, %v, want job 8's", other, given)
 	}
 	if _, given := GivenByAnotherJob(job, EngineDocker, "busybox:latest", "sha256:pulled"); given {
@@ -230,5 +231,24 @@ func TestGivenNamesSettleOnTheirImage(t *testing.T) {
 	}
 	if want := []string{"newname:1", "newname:1\t-", "ownbuilt:1", "ownbuilt:1\tsha256:own"}; !slices.Equal(lines, want) {
 		t.Errorf("got %q, want %q", lines, want)
+	}
+}
+
+// Buildah preprocesses a Dockerfile named *.in with cpp, whose #include
+// the guard cannot follow: refused on Podman.
+func TestPodmanRefusesPreprocessedDockerfiles(t *testing.T) {
+	for _, podman := range []bool{true, false} {
+		f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir(), Podman: podman}, fakeUpstream{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("POST", "/v1.41/build?dockerfile=Dockerfile.IN", strings.NewReader(dockerfileTar("FROM busybox\n")))
+		req.Header.Set("Content-Type", "application/x-tar")
+		_, err = f.CheckHold(context.Background(), req)
+		var refusal *Refusal
+		refused := errors.As(err, &refusal) && strings.Contains(refusal.Message, "C preprocessor")
+		if refused != podman {
+			t.Errorf("podman=%v: got %v", podman, err)
+		}
 	}
 }

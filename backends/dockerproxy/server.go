@@ -285,6 +285,14 @@ func (c clientUpstream) Container(ctx context.Context, ref string) (Object, erro
 	if info.Config != nil {
 		obj.Labels = info.Config.Labels
 	}
+	if info.ContainerJSONBase != nil && info.State != nil {
+		obj.Running = info.State.Running || info.State.Paused || info.State.Restarting
+	}
+	for _, m := range info.Mounts {
+		if m.Type == mount.TypeVolume {
+			obj.Volumes = append(obj.Volumes, m.Destination)
+		}
+	}
 	if info.HostConfig != nil {
 		for _, bind := range info.HostConfig.Binds {
 			parts := strings.Split(bind, ":")

@@ -243,3 +243,55 @@ func TestProcMountedStatsInTheProcessRoot(t *testing.T) {
 		t.Error("a missing path was stat'ed")
 	}
 }
+
+// A create with a named volume runs with the job's containers paused: the
+// engine copies the image's content into an empty volume in the host's
+// view, following a symlink a running container that mounts the volume
+// would put there meanwhile. One without runs as it comes. Where the job
+// cannot be paused, a mount beneath a bind's target is refused: the
+// runtime makes it through the bound directory, which the job can change.
+func TestCreateWithAVolumeWhileTheJobIsPaused(t *testing.T) {
+	dir := testBuildsDir(t)
+	running := []string{fakeContainers["build"].ID, fakeContainers["own"].ID, fakeContainers["proxy"].ID}
+	paused := []string{"pause bld", "inspect own", "pause own", "unpause own", "unpause bld"}
+	for name, tc := range map[string]struct {
+		hostConfig string
+		noFreeze   bool
+		want       []string
+		wantMsg    string
+	}{
+		"a named volume by -v":          {hostConfig: `{"Binds":["ownvol:/data"]}`, want: paused},
+		"a named volume mount":          {hostConfig: `{"Mounts":[{"Type":"volume","Source":"ownvol","Target":"/data"}]}`, want: paused},
+		"an anonymous volume":           {hostConfig: `{"Binds":["/data"]}`},
+		"a bind":                        {hostConfig: `{"Binds":["@B/project/data:/data"]}`},
+		"podman: tmpfs beneath a bind":  {hostConfig: `{"Binds":["@B/project/data:/t"],"Tmpfs":{"/t/x":""}}`, noFreeze: true, wantMsg: "a mount at /t/x beneath the bind at /t is not allowed"},
+		"podman: volume beneath a bind": {hostConfig: `{"Binds":["@B/project/data:/t","ownvol:/t/v"]}`, noFreeze: true, wantMsg: "beneath the bind at /t"},
+		"podman: a bind beneath a bind": {hostConfig: `{"Binds":["@B/project/data:/t","@B/project:/t/p"]}`, noFreeze: true, wantMsg: "beneath the bind at /t"},
+		"podman: beside a bind":         {hostConfig: `{"Binds":["@B/project/data:/t","ownvol:/tv"],"Tmpfs":{"/t2":""}}`, noFreeze: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			up := &startUpstream{running: running}
+			f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels, NoFreeze: tc.noFreeze}, up)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := create(strings.ReplaceAll(tc.hostConfig, "@B", dir))
+			req := httptest.NewRequest("POST", "/v1.41/containers/create", strings.NewReader(body))
+			req.Header.Set("Content-Type", ct)
+			release, err := f.CheckHold(context.Background(), req)
+			if tc.wantMsg != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("got %v, want a refusal containing %q", err, tc.wantMsg)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			release()
+			if !slices.Equal(up.events, tc.want) {
+				t.Errorf("got %q, want %q", up.events, tc.want)
+			}
+		})
+	}
+}
