@@ -343,6 +343,11 @@ func hostileCases() []hostileCase {
 		guardRefusal(17, "build FROM a loopback registry", `printf 'ARG R=127.0.0.2:5000\nFROM $R/x\n' > Dockerfile && DOCKER_BUILDKIT=0 docker build -q .`, "is at a loopback or link-local address"),
 		guardRefusal(17, "build ADD in ONBUILD", `printf 'FROM `+bb+`\nONBUILD ADD http://169.254.169.254/latest /m\n' > Dockerfile && DOCKER_BUILDKIT=0 docker build -q .`, "the engine would fetch the URL on the host's own network"),
 		rawGuardRequest(17, "build with a Dockerfile outside the context", `-X POST -H 'Content-Type: application/x-tar' --data-binary @/dev/null 'http://d/build?dockerfile=../../etc/passwd'`, "lies outside the build context"),
+		// The fourth attack review.
+		rawGuardRequest(17, "an upper-case query key", `'http://d/images/get?NAMES=`+bb+`'`, `query parameter \"NAMES\" is not allowed`),
+		rawGuardRequest(17, "a push destination", `-X POST 'http://d/images/`+bb+`/push?tag=latest&destination=dir:/tmp/x'`, `query parameter \"destination\" is not allowed`),
+		guardRefusal(17, "tmpfs nr_blocks", "docker run --rm --tmpfs /t:size=1m,nr_blocks=1000000 "+bb+" true", `option "nr_blocks=1000000" is not allowed`),
+		guardRefusal(17, "colon in a mount source", `mkdir -p "$CI_PROJECT_DIR/a:b" && docker create --mount "type=bind,src=$CI_PROJECT_DIR/a:b,dst=/t" `+bb+` true`, "may not hold a comma, an equals sign or a colon"),
 		guardRefusal(17, "swarm", "docker swarm init", "POST /swarm/init is not allowed"),
 		guardRefusal(17, "plugin", "docker plugin install --grant-all-permissions vieux/sshfs", "GET /plugins/privileges is not allowed"),
 		guardRefusal(17, "system df", "docker system df", "GET /system/df is not allowed"),
