@@ -307,7 +307,13 @@ func (r *request) images(segs []string) error {
 	name := strings.Join(segs[1:len(segs)-1], "/")
 	switch last := segs[len(segs)-1]; {
 	case (last == "json" || last == "history") && m == http.MethodGet:
+		// Another project's image is not there for the job, as the
+		// engine would say: a refusal would tell it the image exists.
 		if err := r.imageSource(name); err != nil {
+			var refusal *Refusal
+			if errors.As(err, &refusal) && refusal.Status == http.StatusForbidden {
+				return notFound("No such image: %s", name)
+			}
 			return err
 		}
 		return r.noBody()
