@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,24 @@ func TestGuardFourthAttackReview(t *testing.T) {
 			`mkdir -p "$CI_PROJECT_DIR/d"`,
 			`step=tmpfs-beneath-bind res docker run --rm -v "$CI_PROJECT_DIR/d:/t" --tmpfs /t/x ` + busyboxImage + ` true`,
 			`step=tmpfs-beside-bind res docker run --rm -v "$CI_PROJECT_DIR/d:/t" --tmpfs /tx ` + busyboxImage + ` true`,
+			// the fifth review: options in a tmpfs's path (Podman reads
+			// them from there), an escape directive the engines' parsers
+			// place differently, a volume removed between the check of a
+			// create that mounts it and the create
+			`echo "TMPFS-PATH $(` + api + ` -X POST -H 'Content-Type: application/json' -d '{"Image":"` + busyboxImage + `","HostConfig":{"Tmpfs":{"/big:size=4g,exec":"size=1m"}}}' http://d/v1.41/containers/create)"; cat /tmp/api.out; echo`,
+			`mkdir -p esc && touch esc/a && printf '# syntax=docker/dockerfile:1
+# escape=%s
+FROM ` + busyboxImage + `
+COPY a %s
+RUN true
+' '` + "`" + `' '` + "`" + `' > esc/Dockerfile`,
+			`step=escape DOCKER_BUILDKIT=0 res docker build esc`,
+			`v=racev-$CI_JOB_ID; docker volume create $v >/dev/null`,
+			`( end=$((SECONDS+5)); while [ $SECONDS -lt $end ]; do docker volume rm $v >/dev/null 2>&1 || true; docker volume create $v >/dev/null 2>&1 || true; done ) & rp=$!`,
+			`end=$((SECONDS+5)); n=0; while [ $SECONDS -lt $end ]; do docker create -v $v:/x ` + busyboxImage + ` true >/dev/null 2>&1 || true; n=$((n+1)); done; wait $rp || true; echo "CREATES $n"`,
+			// the containers go, and with them any hold on the volume;
+			// berth's cleanup removes the volume if it is the job's
+			`docker rm -f $(docker ps -aq) >/dev/null 2>&1; true`,
 		}
 		res := e.run(job)
 		requireSuccess(t, res)
@@ -67,6 +86,8 @@ func TestGuardFourthAttackReview(t *testing.T) {
 			"RESULT cp-running refused", "docker cp is not available for a running container with volumes",
 			"RESULT cp-stopped allowed", "COPIED in-volume",
 			"RESULT tmpfs-beside-bind allowed",
+			"TMPFS-PATH 403", "tmpfs path",
+			"RESULT escape refused", "sets the escape character",
 		}
 		if backend == "podman" {
 			want = append(want, "RESULT dockerfile-in refused", "C preprocessor",
@@ -78,6 +99,12 @@ func TestGuardFourthAttackReview(t *testing.T) {
 			if !strings.Contains(out.Output, w) {
 				t.Errorf("build_script lacks %q:\n%s", w, out.Output)
 			}
+		}
+		if !strings.Contains(out.Output, "CREATES ") {
+			t.Errorf("the volume race did not run:\n%s", out.Output)
+		}
+		if engineHasVolume(t, backend, fmt.Sprintf("racev-%d", job.ID)) {
+			t.Errorf("a volume the job removed while creating a container that mounts it outlived the job, unlabelled")
 		}
 		if _, err := os.Stat(filepath.Join("/tmp", "x.tar")); err == nil && backend == "podman" {
 			t.Errorf("the push destination wrote /tmp/x.tar")

@@ -273,6 +273,9 @@ func symlinkAbove(symlinks map[string]bool, name string) string {
 	return ""
 }
 
+// escapeDirective matches a line that may set the escape parser directive.
+var escapeDirective = regexp.MustCompile(`(?im)^[ \t]*#[ \t]*escape[ \t]*=[ \t]*(\S*)`)
+
 // platformArgs are the arguments Buildah sets from the platform.
 var (
 	platformArgs = []string{"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT"}
@@ -282,6 +285,16 @@ var (
 // checkDockerfile checks the Dockerfile data (at name in the context) under
 // each reading an engine may give it.
 func (f *Filter) checkDockerfile(ctx context.Context, name string, data []byte, args map[string]*string) error {
+	// The engines' parsers disagree on where parser directives end:
+	// Podman's stops at a "# syntax=" line or a byte-order mark and reads
+	// a later "# escape=" as a comment, where the guard's (and Docker's)
+	// takes it. With an escape character other than the default they would
+	// read different instructions (a RUN the guard reads as part of a COPY).
+	for _, m := range escapeDirective.FindAllSubmatch(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")), -1) {
+		if string(m[1]) != `\` {
+			return refuse("the Dockerfile (%s) sets the escape character to %q: the engines' parsers do not agree on where such a directive applies, so the guard cannot read the file as the engine will; remove the escape directive and use the default \\", name, m[1])
+		}
+	}
 	readings := [][]byte{data}
 	if bytes.Contains(data, []byte("<<")) {
 		// A heredoc-free reading: no "<<" is left to start one, and

@@ -241,3 +241,38 @@ func init() {
 		filterCases["build: "+name] = filterCase{method: "POST", target: "/v1.41/build?" + tc.query, contentType: "application/x-tar", body: tc.body, wantStatus: 403, wantMsg: tc.wantMsg}
 	}
 }
+
+// The engines' parsers disagree on where an escape directive applies
+// (Podman's stops at "# syntax=" or a byte-order mark), so an escape
+// character other than the default is refused, wherever the line is.
+func TestBuildRefusesAnEscapeDirective(t *testing.T) {
+	for name, tc := range map[string]struct {
+		dockerfile string
+		refused    bool
+	}{
+		"after a syntax line":     {"# syntax=docker/dockerfile:1\n# escape=`\nFROM busybox\nCOPY a `\nRUN true\n", true},
+		"after a check line":      {"# check=skip=all\n#escape = `\nFROM busybox\n", true},
+		"after a byte-order mark": {"\xef\xbb\xbf# escape=`\nFROM busybox\n", true},
+		"the default":             {"# escape=\\\nFROM busybox\n", false},
+		"a syntax line alone":     {"# syntax=docker/dockerfile:1\nFROM busybox\n", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, err := NewFilter(Config{BuildsDir: testBuildsDir(t), Labels: jobLabels, SpoolDir: t.TempDir()}, fakeUpstream{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("POST", "/v1.41/build", strings.NewReader(dockerfileTar(tc.dockerfile)))
+			req.Header.Set("Content-Type", "application/x-tar")
+			release, err := f.CheckHold(context.Background(), req)
+			var refusal *Refusal
+			switch {
+			case tc.refused && (!errors.As(err, &refusal) || !strings.Contains(refusal.Message, "escape character")):
+				t.Errorf("got %v, want the escape directive refused", err)
+			case !tc.refused && err != nil:
+				t.Errorf("got %v, want the build forwarded", err)
+			case err == nil:
+				release()
+			}
+		})
+	}
+}

@@ -247,6 +247,11 @@ type Filter struct {
 	gatewayMu sync.Mutex
 	gatewayIP string
 
+	// volumeMu: a create holds it for reading from its check until the
+	// engine answered, a volume's removal for writing, so that a volume
+	// checked as the job's is still there when the engine mounts it.
+	volumeMu sync.RWMutex
+
 	// startMu: a start holds it from its check until the engine
 	// answered, so that two starts never freeze and thaw the job's
 	// containers across each other.
@@ -1429,6 +1434,12 @@ func (r *request) volumes(segs []string) error {
 	case len(segs) == 2 && segs[1] == "prune":
 		return refuse("volume prune is not allowed")
 	case len(segs) == 2 && (m == http.MethodGet || m == http.MethodDelete):
+		if m == http.MethodDelete {
+			// Not while a create that mounts a volume is checked and
+			// made: the engine would make the volume anew, unlabelled.
+			r.f.volumeMu.Lock()
+			r.hold(r.f.volumeMu.Unlock)
+		}
 		if err := r.ownVolume(segs[1]); err != nil {
 			return err
 		}
@@ -1450,6 +1461,8 @@ func (r *request) createContainer() error {
 	if err := r.allowQuery("name", "platform"); err != nil {
 		return err
 	}
+	r.f.volumeMu.RLock()
+	r.hold(r.f.volumeMu.RUnlock)
 	if err := checkName("container", r.query.Get("name")); err != nil {
 		return err
 	}
@@ -1467,7 +1480,8 @@ func (r *request) createContainer() error {
 			return refuse("volume %q is not allowed: give an absolute path in the container, with no colon, comma or equals sign", target)
 		}
 	}
-	if err := r.containerImage(req.Config.Image); err != nil {
+	imageID, err := r.containerImage(req.Config.Image)
+	if err != nil {
 		return err
 	}
 	// No host config is the engine's defaults: the default network, no
@@ -1505,6 +1519,11 @@ func (r *request) createContainer() error {
 			}
 		}
 		req.NetworkingConfig.EndpointsConfig = endpoints
+	}
+	// By the id checked: the engine would look the name up again, and
+	// another job could make it another image in that moment.
+	if imageID != "" {
+		req.Config.Image = imageID
 	}
 	return r.encode(&req)
 }
@@ -1636,11 +1655,18 @@ func (r *request) checkHostConfig(h *container.HostConfig) error {
 	if err := r.checkLinks(h.Links); err != nil {
 		return err
 	}
+	// Podman joins a tmpfs's path and options with a colon and reads the
+	// options from the path if it holds some.
 	for p, opts := range h.Tmpfs {
+		if !strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.ContainsAny(p, ":,=") {
+			return refuse("tmpfs path %q is not allowed: give a clean absolute path, with no colon, comma or equals sign, and the options as its value", p)
+		}
 		if err := checkTmpfsOptions(p, opts); err != nil {
 			return err
 		}
 	}
+	// A client-side field; a newer Podman removes the file it names.
+	h.ContainerIDFile = ""
 	var binds []string
 	for _, bind := range h.Binds {
 		if !strings.Contains(bind, ":") {

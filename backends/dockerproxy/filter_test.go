@@ -217,7 +217,7 @@ var filterCases = map[string]filterCase{
 	"create own volume":             {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Binds":["ownvol:/v"]}`)},
 	"create anonymous volume":       {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Mounts":[{"Type":"volume","Target":"/v"}]}`)},
 	"create tmpfs":                  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Mounts":[{"Type":"tmpfs","Target":"/t"}]}`)},
-	"create no network":             {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"b","HostConfig":{"NetworkMode":"none"},"NetworkingConfig":{"EndpointsConfig":{"none":{}}}}`},
+	"create no network":             {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","HostConfig":{"NetworkMode":"none"},"NetworkingConfig":{"EndpointsConfig":{"none":{}}}}`},
 	"build no network":              {method: "POST", target: "/v1.41/build?networkmode=none", contentType: "application/x-tar", body: plainBuildContext},
 	"create job network":            {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"NetworkMode":"jobnet"}`)},
 	"create own network endpoint": {method: "POST", target: "/v1.41/containers/create", contentType: ct,
@@ -279,6 +279,8 @@ var filterCases = map[string]filterCase{
 	"tmpfs nr_blocks":                  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Tmpfs":{"/t":"size=1m,nr_blocks=1000000"}}`), wantStatus: 403, wantMsg: `option "nr_blocks=1000000" is not allowed`},
 	"tmpfs nr_inodes":                  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Tmpfs":{"/t":"nr_inodes=0"}}`), wantStatus: 403, wantMsg: `option "nr_inodes=0" is not allowed`},
 	"tmpfs size and mode":              {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Tmpfs":{"/t":"rw,noexec,size=1m,mode=1777"}}`)},
+	"tmpfs options in its path":        {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Tmpfs":{"/big:size=4g,exec,suid,dev":"size=1m"}}`), wantStatus: 403, wantMsg: "tmpfs path"},
+	"create from a missing image":      {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"notpulled:1"}`, wantStatus: 404, wantMsg: "No such image: notpulled:1"},
 	"a container's changes":            {method: "GET", target: "/v1.41/containers/own/changes", wantStatus: 403, wantMsg: "is not allowed"},
 	"a bind in Config.Volumes":         {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","Volumes":{"/run/user/1001:/d":{}}}`, wantStatus: 403, wantMsg: "give an absolute path in the container, with no colon"},
 	"search a loopback registry":       {method: "GET", target: "/v1.41/images/search?term=127.0.0.1:5001/x", wantStatus: 403, wantMsg: "is at a loopback or link-local address"},
@@ -314,7 +316,7 @@ var filterCases = map[string]filterCase{
 	"volume named like berth's":    {method: "POST", target: "/v1.41/volumes/create", contentType: ct, body: `{"Name":"berth-r1-8-vol-0"}`, wantStatus: 403, wantMsg: "berth's own"},
 	// Endpoint fields the engine would join instead of the checked key.
 	"endpoint NetworkID": {method: "POST", target: "/v1.41/containers/create", contentType: ct,
-		body: `{"Image":"b","HostConfig":{"NetworkMode":"ownnet"},"NetworkingConfig":{"EndpointsConfig":{"ownnet":{"NetworkID":"othernet-id"}}}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
+		body: `{"Image":"busybox","HostConfig":{"NetworkMode":"ownnet"},"NetworkingConfig":{"EndpointsConfig":{"ownnet":{"NetworkID":"othernet-id"}}}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
 	"connect with NetworkID": {method: "POST", target: "/v1.41/networks/ownnet/connect", contentType: ct, body: `{"Container":"own","EndpointConfig":{"NetworkID":"n3"}}`, wantStatus: 403, wantMsg: "may not set NetworkID"},
 
 	// Registries on the host's own network: only those the admin allowed.
@@ -358,7 +360,7 @@ var filterCases = map[string]filterCase{
 	"device requests":  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"DeviceRequests":[{"Count":-1,"Capabilities":[["gpu"]]}]}`), wantStatus: 403, wantMsg: "device requests"},
 	"device rules":     {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"DeviceCgroupRules":["b *:* rwm"]}`), wantStatus: 403, wantMsg: "device cgroup rules"},
 	"host network":     {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"NetworkMode":"host"}`), wantStatus: 403, wantMsg: `NetworkMode "host"`},
-	"host network ep":  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"host":{}}}}`, wantStatus: 403, wantMsg: `network "host"`},
+	"host network ep":  {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","NetworkingConfig":{"EndpointsConfig":{"host":{}}}}`, wantStatus: 403, wantMsg: `network "host"`},
 	"foreign net mode": {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"NetworkMode":"container:foreign"}`), wantStatus: 403, wantMsg: "not created by this job"},
 	"ns net mode":      {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"NetworkMode":"ns:/proc/1/ns/net"}`), wantStatus: 403, wantMsg: "NetworkMode"},
 	"other job net":    {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"NetworkMode":"othernet"}`), wantStatus: 403, wantMsg: "does not belong to this job"},

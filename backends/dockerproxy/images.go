@@ -116,20 +116,23 @@ func (r *request) usableImage(ref string, obj Object) error {
 
 // containerImage checks the image of a container the job creates: as
 // imageSource, and free of labels in berth's namespace that the guard does
-// not set itself, which the container would inherit from the image.
-func (r *request) containerImage(ref string) error {
+// not set itself, which the container would inherit from the image. It
+// returns the image's id, for the engine to create from: by the name, the
+// engine would look it up again. A missing image gets the engine's answer
+// for one, and the docker CLI pulls it and asks again.
+func (r *request) containerImage(ref string) (string, error) {
 	if ref == "" {
-		return nil
+		return "", nil
 	}
 	obj, err := r.f.up.Image(r.ctx, ref)
 	if errors.Is(err, ErrNotFound) {
-		return nil // the engine answers, and the CLI pulls and asks again
+		return "", notFound("No such image: %s", ref)
 	}
 	if err != nil {
-		return fmt.Errorf("look up image %q: %w", ref, err)
+		return "", fmt.Errorf("look up image %q: %w", ref, err)
 	}
 	if err := r.usableImage(ref, obj); err != nil {
-		return err
+		return "", err
 	}
 	var stray []string
 	for k := range obj.Labels {
@@ -139,9 +142,9 @@ func (r *request) containerImage(ref string) error {
 	}
 	if len(stray) > 0 {
 		sort.Strings(stray)
-		return refuse("image %q carries labels in berth's namespace (%s), which its containers would inherit; berth.* labels are berth's own: build the image without them", ref, strings.Join(stray, ", "))
+		return "", refuse("image %q carries labels in berth's namespace (%s), which its containers would inherit; berth.* labels are berth's own: build the image without them", ref, strings.Join(stray, ", "))
 	}
-	return nil
+	return obj.ID, nil
 }
 
 // repositorySource checks every image a reference may stand for: a name

@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -293,5 +295,44 @@ func TestCreateWithAVolumeWhileTheJobIsPaused(t *testing.T) {
 				t.Errorf("got %q, want %q", up.events, tc.want)
 			}
 		})
+	}
+}
+
+// A create goes to the engine with the image's id, checked, not its name,
+// which the engine would look up again; and a volume's removal waits
+// until a create that may mount it has been answered.
+func TestCreateIsPinnedToWhatWasChecked(t *testing.T) {
+	dir := testBuildsDir(t)
+	f, err := NewFilter(Config{BuildsDir: dir, Labels: jobLabels}, &startUpstream{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/v1.41/containers/create", strings.NewReader(`{"Image":"busybox:latest","HostConfig":{"ContainerIDFile":"/home/x/id"}}`))
+	req.Header.Set("Content-Type", ct)
+	release, err := f.CheckHold(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(req.Body)
+	if !strings.Contains(string(body), `"Image":"sha256:shared"`) || strings.Contains(string(body), "/home/x/id") {
+		t.Errorf("got %s, want the image by its id and no ContainerIDFile", body)
+	}
+	removed := make(chan error, 1)
+	go func() {
+		del := httptest.NewRequest("DELETE", "/v1.41/volumes/ownvol", nil)
+		rel, err := f.CheckHold(context.Background(), del)
+		if err == nil {
+			rel()
+		}
+		removed <- err
+	}()
+	select {
+	case err := <-removed:
+		t.Fatalf("the volume's removal was checked while a create was under way: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	if err := <-removed; err != nil {
+		t.Fatal(err)
 	}
 }
