@@ -54,6 +54,9 @@ func TestGuardAnotherJobsGivenNameIsNotSeen(t *testing.T) {
 			`mkdir -p ctx && printf 'FROM ` + name + `\n' > ctx/Dockerfile`,
 			`step=build-from-it DOCKER_BUILDKIT=0 res docker build ctx`,
 			`step=inspect-it res docker image inspect ` + name,
+			// nor by the id of the image the name points at, which a
+			// container of it would keep past A's cleanup
+			`step=run-by-id res docker run --rm sha256:` + planted + ` true`,
 			`docker run --rm ` + name + ` true`,
 			`docker image inspect -f 'B-RAN {{.Id}}' ` + name,
 		}
@@ -61,12 +64,12 @@ func TestGuardAnotherJobsGivenNameIsNotSeen(t *testing.T) {
 		requireSuccess(t, res)
 		out, _ := res.Stage("build_script")
 		for _, want := range []string{"RESULT build-from-it refused", "was given by another job running on this runner", "docker pull " + name,
-			"RESULT inspect-it refused", "No such image: " + name, "B-RAN sha256:" + genuine} {
+			"RESULT inspect-it refused", "No such image: " + name, "RESULT run-by-id refused", "B-RAN sha256:" + genuine} {
 			if !strings.Contains(out.Output, want) {
 				t.Errorf("job B's build_script lacks %q:\n%s", want, out.Output)
 			}
 		}
-		if strings.Contains(out.Output, planted) {
+		if strings.Contains(out.Output, "B-RAN sha256:"+planted) || strings.Contains(out.Output, "RESULT run-by-id allowed") {
 			t.Errorf("job B saw job A's image %s:\n%s", planted, out.Output)
 		}
 

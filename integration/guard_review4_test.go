@@ -68,6 +68,26 @@ RUN true
 			`v=racev-$CI_JOB_ID; docker volume create $v >/dev/null`,
 			`( end=$((SECONDS+5)); while [ $SECONDS -lt $end ]; do docker volume rm $v >/dev/null 2>&1 || true; docker volume create $v >/dev/null 2>&1 || true; done ) & rp=$!`,
 			`end=$((SECONDS+5)); n=0; while [ $SECONDS -lt $end ]; do docker create -v $v:/x ` + busyboxImage + ` true >/dev/null 2>&1 || true; n=$((n+1)); done; wait $rp || true; echo "CREATES $n"`,
+			// docker top's ps options (the engine runs ps on the host),
+			// a copy from a stopped container whose volume a running one
+			// mounts too, a base image with ONBUILD triggers
+			`docker run -d --name topc-$CI_JOB_ID ` + busyboxImage + ` sleep 300 >/dev/null`,
+			`echo "TOP-ARGS $(` + api + ` "http://d/v1.41/containers/topc-$CI_JOB_ID/top?ps_args=-eovsz%3DPID,args%20e")"; cat /tmp/api.out; echo`,
+			`step=top-plain res docker top topc-$CI_JOB_ID`,
+			`docker rm -f topc-$CI_JOB_ID >/dev/null`,
+			`docker volume create shv-$CI_JOB_ID >/dev/null`,
+			`docker create --name shstopped-$CI_JOB_ID -v shv-$CI_JOB_ID:/etc ` + busyboxImage + ` true >/dev/null`,
+			`docker run -d --name shrunning-$CI_JOB_ID -v shv-$CI_JOB_ID:/v ` + busyboxImage + ` sleep 300 >/dev/null`,
+			`step=cp-shared-volume res docker cp shstopped-$CI_JOB_ID:/etc/passwd /tmp/p1`,
+			`docker rm -f shrunning-$CI_JOB_ID >/dev/null`,
+			`step=cp-volume-at-rest res docker cp shstopped-$CI_JOB_ID:/bin/sh /tmp/p2`,
+			`docker rm -f shstopped-$CI_JOB_ID >/dev/null`,
+			`mkdir -p ob obuse && printf 'FROM ` + busyboxImage + `
+ONBUILD LABEL onbuild=yes
+' > ob/Dockerfile && printf 'FROM onbase-%s
+' $CI_JOB_ID > obuse/Dockerfile`,
+			`DOCKER_BUILDKIT=0 docker build -q -t onbase-$CI_JOB_ID ob >/dev/null`,
+			`step=onbuild-base DOCKER_BUILDKIT=0 res docker build obuse`,
 			// the containers go, and with them any hold on the volume;
 			// berth's cleanup removes the volume if it is the job's
 			`docker rm -f $(docker ps -aq) >/dev/null 2>&1; true`,
@@ -88,6 +108,10 @@ RUN true
 			"RESULT tmpfs-beside-bind allowed",
 			"TMPFS-PATH 403", "tmpfs path",
 			"RESULT escape refused", "sets the escape character",
+			"TOP-ARGS 403", "docker top options", "RESULT top-plain allowed",
+			"RESULT cp-shared-volume refused", "which runs, mounts the volume",
+			"RESULT cp-volume-at-rest allowed",
+			"RESULT onbuild-base refused", "has ONBUILD triggers",
 		}
 		if backend == "podman" {
 			want = append(want, "RESULT dockerfile-in refused", "C preprocessor",

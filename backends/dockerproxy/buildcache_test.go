@@ -96,6 +96,9 @@ func TestBuildBaseImages(t *testing.T) {
 		"podman: a base with ONBUILD":       {podman: true, dockerfile: "FROM onbuild:1\nCOPY Dockerfile /d\n", wantMsg: "has ONBUILD triggers"},
 		"podman: a plain base":              {podman: true, dockerfile: "FROM busybox\nCOPY Dockerfile /d\n"},
 		"docker: a base not in the store":   {dockerfile: "FROM notpulled:1\n"},
+		"docker: a base with ONBUILD":       {dockerfile: "FROM onbuild:1\nCOPY Dockerfile /d\n", wantMsg: "has ONBUILD triggers"},
+		"podman: ONBUILD in the history":    {podman: true, dockerfile: "FROM onbuildhistory:1\nCOPY Dockerfile /d\n", wantMsg: "has ONBUILD triggers"},
+		"a base the guard cannot pull":      {dockerfile: "FROM unpullable:1\n", wantMsg: "the pull failed: manifest unknown"},
 		"another project's image by its id": {dockerfile: "FROM " + full + "\n", wantMsg: "another project's job"},
 	} {
 		t.Run(name, func(t *testing.T) {

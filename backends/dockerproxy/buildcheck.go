@@ -83,7 +83,7 @@ func (r *request) checkBuild() error {
 	}
 	dockerfile, data, err := findDockerfile(spool, name, fallback)
 	if err == nil && data != nil {
-		err = r.f.checkDockerfile(r.ctx, dockerfile, data, args)
+		err = r.f.checkDockerfile(r.ctx, dockerfile, data, args, r.pullBase)
 	}
 	if err != nil {
 		spool.Close()
@@ -284,7 +284,7 @@ var (
 
 // checkDockerfile checks the Dockerfile data (at name in the context) under
 // each reading an engine may give it.
-func (f *Filter) checkDockerfile(ctx context.Context, name string, data []byte, args map[string]*string) error {
+func (f *Filter) checkDockerfile(ctx context.Context, name string, data []byte, args map[string]*string, pull func(ref string) error) error {
 	// The engines' parsers disagree on where parser directives end:
 	// Podman's stops at a "# syntax=" line or a byte-order mark and reads
 	// a later "# escape=" as a comment, where the guard's (and Docker's)
@@ -339,7 +339,7 @@ func (f *Filter) checkDockerfile(ctx context.Context, name string, data []byte, 
 			stages, metaArgs, err = instructions.Parse(res.AST, nil)
 			if err == nil {
 				for _, set := range sets {
-					c := &dockerfileCheck{ctx: ctx, f: f, lex: shell.NewLex(res.EscapeToken), escape: res.EscapeToken, args: set.args, builtins: set.builtins, meta: map[string]*string{}}
+					c := &dockerfileCheck{ctx: ctx, f: f, lex: shell.NewLex(res.EscapeToken), escape: res.EscapeToken, args: set.args, builtins: set.builtins, meta: map[string]*string{}, pull: pull}
 					if err := c.run(stages, metaArgs); err != nil {
 						return err
 					}
@@ -376,6 +376,8 @@ type dockerfileCheck struct {
 	meta     map[string]*string // ARGs before the first FROM
 	// stages are the stages dispatched so far.
 	stages []*stageState
+	// pull pulls a base image that is not in the store (nil: none).
+	pull func(ref string) error
 }
 
 // variable is a variable's value and whether the guard is sure of it.
@@ -709,26 +711,59 @@ func (c *dockerfileCheck) checkImage(ref, what string) error {
 	return nil
 }
 
-// checkBaseTriggers checks, on Podman, the ONBUILD triggers of a base
-// image: Podman 4.3 runs a RUN among them in the host's network, as it
-// runs any build step. So the base image must be in the store already,
-// where the guard can read its triggers, and have none.
+// checkBaseTriggers checks the ONBUILD triggers of a base image: the
+// builder runs them as the build's first steps, and they are not in the
+// Dockerfile the guard read. One may copy from another project's image
+// (COPY --from), fetch on the host's network, and on Podman 4.3 a RUN
+// among them runs in the host's network. So a base image is read before
+// the build, pulled by the guard first if it is not in the store, and one
+// with triggers is refused.
 func (c *dockerfileCheck) checkBaseTriggers(ref string) error {
-	if !c.f.podman || strings.EqualFold(ref, "scratch") || c.stage(ref) != nil {
+	if strings.EqualFold(ref, "scratch") || c.stage(ref) != nil {
 		return nil
 	}
 	obj, err := c.f.up.Image(c.ctx, ref)
+	if errors.Is(err, ErrNotFound) && c.pull != nil {
+		if perr := c.pull(ref); perr != nil {
+			return refuse("FROM %s in a build: the guard pulls a base image before the build, to read its ONBUILD triggers, and the pull failed: %v", ref, perr)
+		}
+		// What the pull gave is checked as any image the build uses.
+		if err := c.checkImage(ref, "FROM in a build"); err != nil {
+			return err
+		}
+		obj, err = c.f.up.Image(c.ctx, ref)
+	}
 	if errors.Is(err, ErrNotFound) {
-		return refuse("FROM %s in a build: the image is not in this Podman's store; pull it first (docker pull %s), so that the guard can read its ONBUILD triggers, which Podman would run in the host's network", ref, ref)
+		if c.f.podman {
+			return refuse("FROM %s in a build: the image is not in this Podman's store; pull it first (docker pull %s), so that the guard can read its ONBUILD triggers", ref, ref)
+		}
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("look up the base image %q: %w", ref, err)
 	}
-	if len(obj.OnBuild) > 0 {
-		return refuse("FROM %s in a build: the image has ONBUILD triggers (%s), which this Podman would run in the host's network; build from an image without them", ref, strings.Join(obj.OnBuild, "; "))
+	triggers := obj.OnBuild
+	if c.f.podman && len(triggers) == 0 {
+		// Podman's API leaves a Docker-format image's triggers out of
+		// its inspect; its history names those its builds made.
+		history, err := c.f.up.History(c.ctx, ref)
+		if err != nil {
+			return fmt.Errorf("read the history of the base image %q: %w", ref, err)
+		}
+		for _, h := range history {
+			if onbuildStep.MatchString(h) {
+				triggers = append(triggers, h)
+			}
+		}
+	}
+	if len(triggers) > 0 {
+		return refuse("FROM %s in a build: the image has ONBUILD triggers (%s), which would run in the build unread by the guard (they may copy from another project's image, or fetch on the host's network); build from an image without them", ref, strings.Join(triggers, "; "))
 	}
 	return nil
 }
+
+// onbuildStep matches a history entry of an ONBUILD instruction.
+var onbuildStep = regexp.MustCompile(`(?i)(^|\s|#\(nop\)\s*)ONBUILD\s`)
 
 // checkAddSource checks an ADD source: raw as written, v expanded, unsure
 // the variables in it whose values the guard cannot know.

@@ -76,8 +76,9 @@ type Object struct {
 	OnBuild []string
 	// Running: a container that is running (or paused, or restarting).
 	Running bool
-	// Volumes are where a container mounts volumes, named or anonymous.
-	Volumes []string
+	// Volumes are where a container mounts volumes, named or anonymous,
+	// and VolumeNames those volumes' names.
+	Volumes, VolumeNames []string
 }
 
 // Upstream looks objects up on the real daemon. Each method honours ctx and
@@ -99,6 +100,11 @@ type Upstream interface {
 	// ErrNotRunning.
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
+	// Pull pulls image ref with the registry credentials auth (the
+	// X-Registry-Auth form; "" for none).
+	Pull(ctx context.Context, ref, auth string) error
+	// History returns what made each layer of image ref (created_by).
+	History(ctx context.Context, ref string) ([]string, error)
 	// Stop stops a container as POST /containers/{id}/stop with the
 	// timeout t (seconds, "" for the container's own) and signal would.
 	Stop(ctx context.Context, id, t, signal string) error
@@ -929,6 +935,15 @@ func (r *request) containers(segs []string) error {
 	segs[1] = id
 	r.setPath(segs...)
 	switch {
+	case action == "top":
+		// The engine runs ps on the host with these options and keeps
+		// the lines whose PID column is one of the container's: options
+		// that rename another column to PID, or add every process's
+		// environment (BSD e), showed other jobs' processes and secrets.
+		if args := r.query.Get("ps_args"); args != "" && args != "-ef" && args != "aux" && args != "-f" {
+			return refuse("docker top options %q are not allowed (allowed: none, -ef, -f, aux): the engine runs ps on the host with them", args)
+		}
+		return r.noBody()
 	case action == "rename":
 		if err := checkName("container", r.query.Get("name")); err != nil {
 			return err
@@ -1014,13 +1029,14 @@ func (r *request) containers(segs []string) error {
 			return refuse("docker cp is not available for a container with bind mounts (%s): the engine would mount them again for the copy; copy through the builds directory, which the container binds, instead", strings.Join(sources, ", "))
 		}
 		// The engine mounts the volumes too, at their destinations as it
-		// resolves them in the container when the copy comes: a process
-		// of the container could swap a directory on the way for a
-		// symlink meanwhile, and a volume beneath another one is reached
-		// through what other containers of the job can change. So a copy
-		// with volumes is for a container that does not run, with no
-		// volume beneath another, and no start of any container of the
-		// job until the copy is done.
+		// resolves them in the container when the copy comes, and its
+		// hosts, hostname and resolv.conf files beneath them: a process
+		// that can write in the container or in one of its volumes could
+		// swap a directory or file on the way for a symlink meanwhile.
+		// So a copy with volumes is for a container that does not run,
+		// whose volumes no running container of the job mounts too, with
+		// no volume beneath another, and no start or unpause of any
+		// container of the job until the copy is done.
 		if len(obj.Volumes) > 0 {
 			if obj.Running {
 				return refuse("docker cp is not available for a running container with volumes (%s): the engine would mount them again for the copy while the container runs; copy before it starts or after it stopped", strings.Join(obj.Volumes, ", "))
@@ -1030,6 +1046,9 @@ func (r *request) containers(segs []string) error {
 			}
 			r.f.startMu.Lock()
 			r.hold(r.f.startMu.Unlock)
+			if err := r.volumesAtRest(obj); err != nil {
+				return err
+			}
 		}
 		if m == http.MethodPut {
 			// The docker CLI sends its archive as text/plain, the Docker
@@ -1041,6 +1060,30 @@ func (r *request) containers(segs []string) error {
 		}
 	}
 	return r.noBody()
+}
+
+// volumesAtRest refuses while a running container of the job mounts one
+// of obj's volumes, which it could change while the engine mounts them.
+func (r *request) volumesAtRest(obj Object) error {
+	ids, err := r.f.up.RunningContainers(r.ctx, r.f.selector)
+	if err != nil {
+		return fmt.Errorf("list the job's running containers: %w", err)
+	}
+	for _, id := range ids {
+		other, err := r.f.up.Container(r.ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up container %q: %w", id, err)
+		}
+		for _, v := range other.VolumeNames {
+			if contains(obj.VolumeNames, v) {
+				return refuse("docker cp is not available now: container %.12s, which runs, mounts the volume %s too, and could change it while the engine mounts it for the copy; stop that container first", id, v)
+			}
+		}
+	}
+	return nil
 }
 
 // holdStart checks the binds of container id before the engine starts it

@@ -104,6 +104,7 @@ var fakeImages = map[string]Object{
 	"ownbuilt:1":                        {ID: "sha256:own", Labels: map[string]string{backends.LabelProjectID: "3", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
 	"sha256:step":                       {ID: "sha256:step", Untagged: true},
 	"onbuild:1":                         {ID: "sha256:onbuild", OnBuild: []string{"RUN curl http://127.0.0.1/"}},
+	"onbuildhistory:1":                  {ID: "sha256:onbuildhistory"},
 	"sha256:" + strings.Repeat("f", 64): {ID: "sha256:" + strings.Repeat("f", 64), Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
 	"strays:1":                          {ID: "sha256:strays", Labels: map[string]string{backends.LabelAlias: "web", "Berth.Job.Id": "8"}},
 	"foreignbuilt:1":                    {ID: "sha256:foreign", Labels: map[string]string{backends.LabelProjectID: "4", backends.LabelRunner: "r1", backends.LabelRole: RoleJobCreated}},
@@ -152,6 +153,20 @@ func (fakeUpstream) Init(context.Context, string) (int, error) {
 
 func (fakeUpstream) Pause(context.Context, string) error   { return nil }
 func (fakeUpstream) Unpause(context.Context, string) error { return nil }
+
+func (fakeUpstream) History(_ context.Context, ref string) ([]string, error) {
+	if ref == "onbuildhistory:1" {
+		return []string{"/bin/sh -c #(nop) ONBUILD COPY --from=x /a /b"}, nil
+	}
+	return nil, nil
+}
+
+func (fakeUpstream) Pull(_ context.Context, ref, _ string) error {
+	if strings.HasPrefix(ref, "unpullable") {
+		return errors.New("manifest unknown")
+	}
+	return nil // and the image stays missing
+}
 
 // testBuildsDir makes a builds dir with a subdirectory and symlinks that
 // point out of it, and returns it.
@@ -281,6 +296,9 @@ var filterCases = map[string]filterCase{
 	"tmpfs size and mode":              {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Tmpfs":{"/t":"rw,noexec,size=1m,mode=1777"}}`)},
 	"tmpfs options in its path":        {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: create(`{"Tmpfs":{"/big:size=4g,exec,suid,dev":"size=1m"}}`), wantStatus: 403, wantMsg: "tmpfs path"},
 	"create from a missing image":      {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"notpulled:1"}`, wantStatus: 404, wantMsg: "No such image: notpulled:1"},
+	"top with ps options":              {method: "GET", target: "/v1.41/containers/own/top?ps_args=-eovsz%3DPID,args%20e", wantStatus: 403, wantMsg: "docker top options"},
+	"top plain":                        {method: "GET", target: "/v1.41/containers/own/top"},
+	"top -ef":                          {method: "GET", target: "/v1.41/containers/own/top?ps_args=-ef"},
 	"a container's changes":            {method: "GET", target: "/v1.41/containers/own/changes", wantStatus: 403, wantMsg: "is not allowed"},
 	"a bind in Config.Volumes":         {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","Volumes":{"/run/user/1001:/d":{}}}`, wantStatus: 403, wantMsg: "give an absolute path in the container, with no colon"},
 	"search a loopback registry":       {method: "GET", target: "/v1.41/images/search?term=127.0.0.1:5001/x", wantStatus: 403, wantMsg: "is at a loopback or link-local address"},

@@ -504,6 +504,22 @@ func rewriteArchive(src, dst *os.File) ([]string, error) {
 			return nil, fmt.Errorf("write the checked archive: %w", err)
 		}
 		if !nameFiles[clean] {
+			if hdr.Typeflag == tar.TypeReg && hdr.Size <= maxLoadManifest {
+				// An image config among the blobs: its ONBUILD triggers
+				// would run in a build from it, which on Podman the guard
+				// cannot read from the engine.
+				data, err := io.ReadAll(tr)
+				if err != nil {
+					return nil, fmt.Errorf("read the archive's %s: %v", clean, err)
+				}
+				if triggers := configTriggers(data); len(triggers) > 0 {
+					return nil, fmt.Errorf("an image in the archive has ONBUILD triggers (%s), which a build from it would run unread by the guard; load an image without them", strings.Join(triggers, "; "))
+				}
+				if _, err := tw.Write(data); err != nil {
+					return nil, fmt.Errorf("write the checked archive: %w", err)
+				}
+				continue
+			}
 			if _, err := io.Copy(tw, tr); err != nil {
 				return nil, fmt.Errorf("copy the archive's %s: %w", clean, err)
 			}
@@ -532,6 +548,30 @@ func rewriteArchive(src, dst *os.File) ([]string, error) {
 		return nil, fmt.Errorf("write the checked archive: %w", err)
 	}
 	return names, nil
+}
+
+// configTriggers returns the ONBUILD triggers of data if it is an image
+// config (Docker's format; an OCI config has none), as the engines decode
+// it (field names in any case).
+func configTriggers(data []byte) []string {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil
+	}
+	var cfg struct {
+		Config          *struct{ OnBuild []string } `json:"config"`
+		ContainerConfig *struct{ OnBuild []string } `json:"container_config"`
+	}
+	if json.Unmarshal(trimmed, &cfg) != nil {
+		return nil
+	}
+	var triggers []string
+	for _, c := range []*struct{ OnBuild []string }{cfg.Config, cfg.ContainerConfig} {
+		if c != nil {
+			triggers = append(triggers, c.OnBuild...)
+		}
+	}
+	return triggers
 }
 
 // errUnnamedImage refuses an archive with an image it does not name: the

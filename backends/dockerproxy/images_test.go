@@ -47,6 +47,9 @@ func TestLoadIsCheckedAgainstTheNamesInTheArchive(t *testing.T) {
 			wantMsg: "an image in the archive has no name"},
 		"an unnamed oci image": {files: map[string]string{"index.json": `{"manifests":[{"annotations":{}}]}`},
 			wantMsg: "an image in the archive has no name"},
+		"an image with ONBUILD triggers": {files: map[string]string{"c.json": `{"config":{"onbuild":["COPY --from=foreignbuilt:1 /s /s"]}}`, "manifest.json": `[{"Config":"c.json","RepoTags":["mine:1"]}]`},
+			wantMsg: "has ONBUILD triggers"},
+		"an image config without": {files: map[string]string{"c.json": `{"config":{"Env":["A=1"]},"container_config":{"OnBuild":null}}`, "manifest.json": `[{"Config":"c.json","RepoTags":["mine:1"]}]`}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -209,6 +210,35 @@ func GivenByAnotherJob(job *backends.Job, engine, name, id string) (string, bool
 // (<runner>/<job>.docker-proxy).
 func givenByOther(peers, self, engine, name, id string) (string, bool) {
 	want := canonicalName(name)
+	job := ""
+	eachPeerName(peers, self, engine, func(peer string, g GivenName) bool {
+		if (g.Name == name || canonicalName(g.Name) == want) && g.PointsAt(id) {
+			job = peer
+			return false
+		}
+		return true
+	})
+	return job, job != ""
+}
+
+// imageGivenByOther reports which other job's given name points at image
+// id now, by what its guard settled it on.
+func imageGivenByOther(peers, self, engine, id string) (string, bool) {
+	job := ""
+	eachPeerName(peers, self, engine, func(peer string, g GivenName) bool {
+		if g.ID != "" && g.ID != "-" && g.PointsAt(id) {
+			job = peer
+			return false
+		}
+		return true
+	})
+	return job, job != ""
+}
+
+// eachPeerName calls fn with each name in the other jobs' records (the
+// last line of each, which says what it points at now) until fn returns
+// false.
+func eachPeerName(peers, self, engine string, fn func(job string, g GivenName) bool) {
 	records, _ := filepath.Glob(filepath.Join(peers, "*", "*.docker-proxy", givenNamesFile(engine)))
 	for _, record := range records {
 		dir, err := filepath.Rel(peers, filepath.Dir(record))
@@ -219,19 +249,22 @@ func givenByOther(peers, self, engine, name, id string) (string, bool) {
 		if err != nil {
 			continue
 		}
-		// The last line of a name says what it points at now.
-		var last *GivenName
+		last := map[string]string{}
+		var order []string
 		for _, line := range lines {
 			n, at, _ := strings.Cut(line, "\t")
-			if n == name || canonicalName(n) == want {
-				last = &GivenName{Name: n, ID: at}
+			if _, seen := last[n]; !seen {
+				order = append(order, n)
+			}
+			last[n] = at
+		}
+		job := strings.TrimSuffix(dir, ".docker-proxy")
+		for _, n := range order {
+			if !fn(job, GivenName{Name: n, ID: last[n]}) {
+				return
 			}
 		}
-		if last != nil && last.PointsAt(id) {
-			return strings.TrimSuffix(dir, ".docker-proxy"), true
-		}
 	}
-	return "", false
 }
 
 // othersName reports whether ref, which the engine resolves to image id
@@ -245,9 +278,21 @@ func (f *Filter) othersName(ref, id string) bool {
 	if f.podman {
 		engine = EnginePodman
 	}
-	_, given := givenByOther(f.peersDir, f.selfDir, engine, ref, id)
-	return given
+	if _, given := givenByOther(f.peersDir, f.selfDir, engine, ref, id); given {
+		return true
+	}
+	// By its id: the image another job's name points at is that job's
+	// while it runs (a container of it would keep the name past that
+	// job's cleanup).
+	if idRef.MatchString(ref) {
+		_, given := imageGivenByOther(f.peersDir, f.selfDir, engine, id)
+		return given
+	}
+	return false
 }
+
+// idRef matches a reference to an image by its id or a prefix of it.
+var idRef = regexp.MustCompile(`^(sha256:)?[0-9a-f]{1,64}$`)
 
 // notAnothersName answers for ref as the engine would for a name it does
 // not have: another job gave it, and the job's docker CLI pulls the image

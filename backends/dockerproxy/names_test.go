@@ -183,6 +183,16 @@ func TestAnotherJobsGivenNameIsNotSeen(t *testing.T) {
 			}
 		}
 	}
+	// Nor by the id of the image such a name points at.
+	write("planted", "planted\tsha256:abc123")
+	for _, ref := range []string{"sha256:abc123", "abc123", "abc1"} {
+		if !f.othersName(ref, "sha256:abc123") {
+			t.Errorf("%s: the image another job's name points at, by its id, was seen", ref)
+		}
+	}
+	if f.othersName("otherimage:1", "sha256:abc123") {
+		t.Errorf("another name of that image was hidden")
+	}
 	// Its own record does not hide a name from the job itself.
 	write()
 	own := filepath.Join(self+".docker-proxy", givenNamesFile(EngineDocker))

@@ -1,12 +1,15 @@
 package dockerproxy
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
+	"github.com/docker/docker/api/types/registry"
 )
 
 // Pulls, pushes and logins make the engine fetch from a registry, on the
@@ -139,4 +142,52 @@ func (f *Filter) checkAuthServer(server string) error {
 		host = server[:i]
 	}
 	return f.checkRegistry(host, "login")
+}
+
+// pullBase pulls a build's base image for the guard to read, with the
+// credentials the docker CLI sent for the build (X-Registry-Config) for
+// the image's registry. The name is then one the job pulled.
+func (r *request) pullBase(ref string) error {
+	if err := r.f.up.Pull(r.ctx, ref, buildAuth(r.Header.Get("X-Registry-Config"), ref)); err != nil {
+		return err
+	}
+	r.f.gaveName(ref)
+	return nil
+}
+
+// buildAuth picks from a build's X-Registry-Config (base64 JSON, registry
+// to credentials) those of ref's registry, in the X-Registry-Auth form; ""
+// when there are none.
+func buildAuth(header, ref string) string {
+	if header == "" {
+		return ""
+	}
+	data, err := base64.URLEncoding.DecodeString(header)
+	if err != nil {
+		if data, err = base64.StdEncoding.DecodeString(header); err != nil {
+			return ""
+		}
+	}
+	var configs map[string]registry.AuthConfig
+	if json.Unmarshal(data, &configs) != nil {
+		return ""
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ""
+	}
+	domain := reference.Domain(named)
+	keys := []string{domain, "https://" + domain, "http://" + domain}
+	if domain == "docker.io" {
+		keys = append([]string{"https://index.docker.io/v1/", "index.docker.io"}, keys...)
+	}
+	for _, k := range keys {
+		if ac, ok := configs[k]; ok {
+			encoded, err := registry.EncodeAuthConfig(ac)
+			if err == nil {
+				return encoded
+			}
+		}
+	}
+	return ""
 }

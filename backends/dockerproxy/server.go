@@ -24,6 +24,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 	"golang.org/x/net/netutil"
 )
 
@@ -291,6 +292,7 @@ func (c clientUpstream) Container(ctx context.Context, ref string) (Object, erro
 	for _, m := range info.Mounts {
 		if m.Type == mount.TypeVolume {
 			obj.Volumes = append(obj.Volumes, m.Destination)
+			obj.VolumeNames = append(obj.VolumeNames, m.Name)
 		}
 	}
 	if info.HostConfig != nil {
@@ -326,6 +328,28 @@ func (c clientUpstream) Image(ctx context.Context, ref string) (Object, error) {
 		}
 	}
 	return obj, nil
+}
+
+func (c clientUpstream) History(ctx context.Context, ref string) ([]string, error) {
+	items, err := c.cli.ImageHistory(ctx, ref)
+	if err != nil {
+		return nil, notFoundErr(err)
+	}
+	lines := make([]string, len(items))
+	for i, it := range items {
+		lines[i] = it.CreatedBy
+	}
+	return lines, nil
+}
+
+func (c clientUpstream) Pull(ctx context.Context, ref, auth string) error {
+	rc, err := c.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The progress ends in an error message when the pull failed.
+	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
 }
 
 func (c clientUpstream) Stop(ctx context.Context, id, t, signal string) error {

@@ -131,9 +131,12 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 			errs = append(errs, fmt.Errorf("remove image %s the job built: %w", img.ID, err))
 		}
 	}
-	// The names it gave by tag and load, which may carry no labels:
-	// untagged without force, so an image a container uses stays. A name
-	// a pull has replaced since stays, as pulled names do.
+	// The names it gave by tag and load, which may carry no labels. A
+	// name a pull has replaced since stays, as pulled names do. Removed
+	// with force, which for a name untags it even while a container uses
+	// its image (the image itself goes only when no other name has it and
+	// no container runs it): a name left because another job's container
+	// held its image would be found by later jobs.
 	names, err := dockerproxy.GivenNames(job, dockerproxy.EngineDocker)
 	if err != nil {
 		errs = append(errs, err)
@@ -143,7 +146,7 @@ func (b *Backend) removeBuiltImages(ctx context.Context, job *backends.Job) erro
 		if err != nil || !given.PointsAt(info.ID) {
 			continue
 		}
-		_, err = b.cli.ImageRemove(ctx, given.Name, image.RemoveOptions{PruneChildren: true})
+		_, err = b.cli.ImageRemove(ctx, given.Name, image.RemoveOptions{Force: true, PruneChildren: true})
 		if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("remove the image name %s the job gave: %w", given.Name, err))
 		}
