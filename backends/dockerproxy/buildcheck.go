@@ -241,6 +241,7 @@ func findDockerfile(src io.Reader, name, fallback string) (string, []byte, error
 			}
 		}
 	}
+	asked := name
 	if _, ok := found[name]; !ok && fallback != "" {
 		name = fallback
 	}
@@ -250,7 +251,9 @@ func findDockerfile(src io.Reader, name, fallback string) (string, []byte, error
 	e, ok := found[name]
 	switch {
 	case !ok:
-		return "", nil, nil // the engine fails by itself
+		// The engine would fail, unless it looks further than the guard
+		// (a directory's Containerfile): nothing unread is built.
+		return "", nil, refuse("the build context has no Dockerfile at %s; give its path with docker build -f", asked)
 	case e.typeflag == tar.TypeSymlink || e.typeflag == tar.TypeLink:
 		return "", nil, refuse("the Dockerfile (%s) in the build context is a link; give the real file with docker build -f", name)
 	case e.typeflag != tar.TypeReg:

@@ -92,7 +92,7 @@ var buildCheckCases = map[string]struct {
 	"null build arg":               {query: buildArgs(`{"FOO":null}`), body: dockerfileTar("ARG FOO=1\nFROM busybox\n")},
 	"heredoc":                      {body: dockerfileTar("FROM busybox\nRUN <<EOF\nset -e\necho hi\nEOF\n")},
 	"ONBUILD literal ADD":          {body: dockerfileTar("FROM busybox\nONBUILD ADD . /app\nONBUILD COPY --from=builder /a /b\n")},
-	"no Dockerfile":                {body: contextTar(ctxEntry{name: "README", body: "hi"})},
+	"no Dockerfile":                {body: contextTar(ctxEntry{name: "README", body: "hi"}), wantMsg: "has no Dockerfile at Dockerfile"},
 	"no body":                      {},
 	"image id":                     {body: dockerfileTar("FROM sha256:" + strings.Repeat("ab", 32) + "\n")},
 	"custom Dockerfile path":       {query: "dockerfile=build/Dockerfile.ci", body: contextTar(ctxEntry{name: "Dockerfile", body: "FROM 127.0.0.1:5000/x\n"}, ctxEntry{name: "build/Dockerfile.ci", body: "FROM busybox\n"})},
