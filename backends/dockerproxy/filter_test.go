@@ -299,6 +299,7 @@ var filterCases = map[string]filterCase{
 	"top with ps options":              {method: "GET", target: "/v1.41/containers/own/top?ps_args=-eovsz%3DPID,args%20e", wantStatus: 403, wantMsg: "docker top options"},
 	"top plain":                        {method: "GET", target: "/v1.41/containers/own/top"},
 	"top -ef":                          {method: "GET", target: "/v1.41/containers/own/top?ps_args=-ef"},
+	"pull by a transport":              {method: "POST", target: "/v1.41/images/create?fromImage=docker://127.0.0.1:5000/x&tag=1", wantStatus: 403, wantMsg: "not an image reference"},
 	"a container's changes":            {method: "GET", target: "/v1.41/containers/own/changes", wantStatus: 403, wantMsg: "is not allowed"},
 	"a bind in Config.Volumes":         {method: "POST", target: "/v1.41/containers/create", contentType: ct, body: `{"Image":"busybox","Volumes":{"/run/user/1001:/d":{}}}`, wantStatus: 403, wantMsg: "give an absolute path in the container, with no colon"},
 	"search a loopback registry":       {method: "GET", target: "/v1.41/images/search?term=127.0.0.1:5001/x", wantStatus: 403, wantMsg: "is at a loopback or link-local address"},

@@ -118,9 +118,14 @@ func (f *Filter) checkRegistry(registry, what string) error {
 func (f *Filter) checkImageRegistry(ref, what string) error {
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		// Not a reference the engine would fetch either; a name such as
-		// "localhost:5000/x" always parses, so nothing local slips by.
-		return nil
+		if what == "image search" {
+			// A search term is free text; a name such as
+			// "localhost:5000/x" always parses, so nothing local
+			// slips by.
+			return nil
+		}
+		// Podman also reads transports (docker://, oci-archive:, ...).
+		return refuse("%s of %q: not an image reference (name[:tag][@digest]); give the image by its name", what, ref)
 	}
 	return f.checkRegistry(reference.Domain(named), what)
 }
