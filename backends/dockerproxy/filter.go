@@ -374,11 +374,19 @@ func (r *request) check() error {
 	}
 	r.prefix, r.query = prefix, query
 	segs := strings.Split(p[1:], "/")
-	if err := r.allowQuery(queryKeys(r.Method, segs)...); err != nil {
-		return err
+	keys, known := queryKeys(r.Method, segs)
+	if known {
+		if err := r.allowQuery(keys...); err != nil {
+			return err
+		}
 	}
+	asked := len(query)
 	if err := r.route(segs); err != nil {
 		return err
+	}
+	if !known && asked > 0 {
+		// An endpoint the table does not know takes no parameters.
+		return refuse("%s %s: query parameters are not allowed here", r.Method, r.URL.Path)
 	}
 	r.URL.RawQuery = r.query.Encode()
 	return nil
@@ -436,15 +444,17 @@ var apiQueryKeys = map[string][]string{
 }
 
 // queryKeys returns the query parameters the Docker API defines for the
-// endpoint of a request (none for one it does not know).
-func queryKeys(method string, segs []string) []string {
+// endpoint of a request, and whether the table knows the endpoint.
+func queryKeys(method string, segs []string) ([]string, bool) {
 	if method == http.MethodDelete || len(segs) == 1 {
-		return apiQueryKeys[method+" "+segs[0]]
+		keys, ok := apiQueryKeys[method+" "+segs[0]]
+		return keys, ok
 	}
 	if keys, ok := apiQueryKeys[method+" "+segs[0]+"/"+segs[len(segs)-1]]; ok {
-		return keys
+		return keys, true
 	}
-	return apiQueryKeys[method+" "+segs[0]+"/*"]
+	keys, ok := apiQueryKeys[method+" "+segs[0]+"/*"]
+	return keys, ok
 }
 
 // request is one request being checked.
@@ -1523,10 +1533,7 @@ func (r *request) createContainer() error {
 			return refuse("volume %q is not allowed: give an absolute path in the container, with no colon, comma or equals sign", target)
 		}
 	}
-	imageID, err := r.containerImage(req.Config.Image)
-	if err != nil {
-		return err
-	}
+
 	// No host config is the engine's defaults: the default network, no
 	// limits. It gets the job's network and the ceilings as any other.
 	if req.HostConfig == nil {
@@ -1563,8 +1570,13 @@ func (r *request) createContainer() error {
 		}
 		req.NetworkingConfig.EndpointsConfig = endpoints
 	}
-	// By the id checked: the engine would look the name up again, and
-	// another job could make it another image in that moment.
+	// Last, once the request's shape is checked. By the id checked: the
+	// engine would look the name up again, and another job could make it
+	// another image in that moment.
+	imageID, err := r.containerImage(req.Config.Image)
+	if err != nil {
+		return err
+	}
 	if imageID != "" {
 		req.Config.Image = imageID
 	}
